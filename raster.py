@@ -1,0 +1,115 @@
+"""GDAL helpers shared by every command: open with clear errors, read as [H, W, C], encodings,
+atomic outputs."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+from osgeo import gdal, gdal_array
+
+from errors import SR4RSError
+
+gdal.UseExceptions()
+
+# OTB pixel type names (as the original sr.py accepts them) and GDAL/numpy names, to GDAL types.
+ENCODINGS = {
+    "unsigned_char": gdal.GDT_Byte, "uint8": gdal.GDT_Byte, "byte": gdal.GDT_Byte,
+    "short": gdal.GDT_Int16, "int16": gdal.GDT_Int16,
+    "unsigned_short": gdal.GDT_UInt16, "uint16": gdal.GDT_UInt16,
+    "int": gdal.GDT_Int32, "int32": gdal.GDT_Int32,
+    "unsigned_int": gdal.GDT_UInt32, "uint32": gdal.GDT_UInt32,
+    "float": gdal.GDT_Float32, "float32": gdal.GDT_Float32,
+    "double": gdal.GDT_Float64, "float64": gdal.GDT_Float64,
+}
+
+
+def open_raster(path: str, update: bool = False) -> gdal.Dataset:
+    """Open a raster with GDAL, or raise SR4RSError naming the file.
+
+    Args:
+        path: any GDAL-readable path.
+        update: open for writing.
+    """
+    if not path:
+        raise SR4RSError("an image path is empty")
+    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
+        raise SR4RSError(f"{path}: no such file")
+    try:
+        ds = gdal.Open(path, gdal.GA_Update if update else gdal.GA_ReadOnly)
+    except RuntimeError as err:
+        raise SR4RSError(f"{path}: not a readable raster ({str(err).strip()})") from None
+    if ds is None or ds.RasterCount == 0:
+        raise SR4RSError(f"{path}: not a readable raster")
+    return ds
+
+
+def read_array(ds: gdal.Dataset, xoff: int = 0, yoff: int = 0, xsize: int | None = None,
+               ysize: int | None = None) -> np.ndarray:
+    """Read a window of every band as an array [rows, cols, bands] in the file's data type."""
+    xsize = ds.RasterXSize - xoff if xsize is None else xsize
+    ysize = ds.RasterYSize - yoff if ysize is None else ysize
+    try:
+        arr = ds.ReadAsArray(xoff, yoff, xsize, ysize)
+    except RuntimeError as err:
+        raise SR4RSError(f"{ds.GetDescription()}: read failed ({str(err).strip()})") from None
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    return np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+
+
+def numpy_dtype(ds: gdal.Dataset) -> np.dtype:
+    """The numpy data type of the first band."""
+    return np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(ds.GetRasterBand(1).DataType))
+
+
+def gdal_type(encoding: str) -> int:
+    """GDAL data type of an encoding name (OTB names like `unsigned_short` or GDAL ones like `uint16`)."""
+    key = encoding.lower()
+    if key not in ENCODINGS:
+        raise SR4RSError(f"unknown encoding '{encoding}' (choose one of {', '.join(ENCODINGS)})")
+    return ENCODINGS[key]
+
+
+def numpy_type_of(gdal_type_code: int) -> np.dtype:
+    """The numpy data type of a GDAL data type."""
+    return np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(gdal_type_code))
+
+
+def nodata_value(ds: gdal.Dataset) -> float | None:
+    """The nodata value of the first band, or None."""
+    return ds.GetRasterBand(1).GetNoDataValue()
+
+
+def check_output_path(path: str) -> None:
+    """Refuse an output whose directory does not exist (before any long work starts)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SR4RSError(f"{path}: the output directory {folder} does not exist")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """Yield a temporary name next to `path`; rename it to `path` on success, delete it on failure.
+
+    A failed or interrupted run thus never leaves a half-written `path` behind.
+    """
+    check_output_path(path)
+    folder, base = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(base)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{ext}", dir=folder)
+    os.close(fd)
+    os.remove(tmp)  # GDAL drivers want to create the file themselves
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        for leftover in (tmp, tmp + ".aux.xml", tmp + ".ovr"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        raise
+    aux = tmp + ".aux.xml"
+    if os.path.exists(aux):
+        os.replace(aux, path + ".aux.xml")

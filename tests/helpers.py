@@ -1,0 +1,39 @@
+"""Shared test helpers: synthetic GeoTIFFs and the paths of ../shared."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from osgeo import gdal, gdal_array, osr
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("SR4RS_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+ORIGINAL_CODE = os.path.join(SHARED, "sr4rs-original", "code")
+ORIGINAL_SHIM = os.path.join(SHARED, "sr4rs-original", "otbtf_shim")
+
+needs_original = pytest.mark.skipif(
+    not os.path.isdir(ORIGINAL_CODE),
+    reason=f"the original SR4RS code is not at {ORIGINAL_CODE} (set SR4RS_SHARED to the shared folder)")
+
+
+def write_raster(path: str, array: np.ndarray, origin: tuple[float, float] = (500000.0, 4800000.0),
+                 pixel_size: float = 10.0, epsg: int = 32631, nodata: float | None = None,
+                 options: tuple[str, ...] = ()) -> str:
+    """Write an array [rows, cols, bands] (or [rows, cols]) as a north-up GeoTIFF in its own data type."""
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    rows, cols, bands = array.shape
+    gtype = gdal_array.NumericTypeCodeToGDALTypeCode(array.dtype)
+    ds = gdal.GetDriverByName("GTiff").Create(path, cols, rows, bands, gtype, list(options))
+    ds.SetGeoTransform((origin[0], pixel_size, 0.0, origin[1], 0.0, -pixel_size))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds.SetProjection(srs.ExportToWkt())
+    for b in range(bands):
+        band = ds.GetRasterBand(b + 1)
+        band.WriteArray(array[:, :, b])
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+    ds = None
+    return path
