@@ -1,0 +1,102 @@
+"""SavedModel export of a trained generator, and the model description that travels with it.
+
+The SavedModel's `serving_default` signature takes `lr_input` (float32 [N, H, W, C], raw LR values)
+and returns `output_32` ... `output_512`: the full-resolution generator output divided by hr_scale,
+cropped by that many HR pixels on every side (what OTB's TensorflowModelServe and sr.py call).
+Next to it, `assets.extra/sr4rs.json` describes the model (band count, scales, training statistics);
+TensorFlow and OTB ignore that folder.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import tensorflow as tf
+
+import constants
+from errors import SR4RSError
+
+logger = logging.getLogger(__name__)
+
+
+class ServingModel(tf.Module):
+    """The generator wrapped for serving: raw LR values in, raw HR values out, cropped per pad.
+
+    Args:
+        generator: a callable LR (times lr_scale) -> {1: HR, 2: ..., 4: ...} (times hr_scale).
+        nbands: number of bands.
+        lr_scale: the LR scaling used in training.
+        hr_scale: the HR scaling used in training.
+    """
+
+    def __init__(self, generator: tf.Module, nbands: int, lr_scale: float, hr_scale: float):
+        super().__init__(name="sr4rs")
+        self.generator = generator
+        self.lr_scale = float(lr_scale)
+        self.hr_scale = float(hr_scale)
+        spec = tf.TensorSpec([None, None, None, nbands], tf.float32, name=constants.LR_INPUT_NAME)
+        self.serve = tf.function(self._serve, input_signature=[spec])
+
+    def _serve(self, lr_input: tf.Tensor) -> dict[str, tf.Tensor]:
+        hr = self.generator(self.lr_scale * lr_input)[1] / self.hr_scale
+        return {constants.output_name(pad): hr[:, pad:-pad, pad:-pad, :] for pad in constants.PADS}
+
+
+def check_new_savedmodel_path(path: str) -> None:
+    """Refuse an existing SavedModel path or a missing parent directory (before hours of training)."""
+    if os.path.exists(path):
+        raise SR4RSError(f"{path}: already exists; give a new directory for --savedmodel")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise SR4RSError(f"{path}: the parent directory {parent} does not exist")
+
+
+def export_savedmodel(generator: tf.Module, path: str, nbands: int, lr_scale: float, hr_scale: float,
+                      description: dict[str, Any] | None = None) -> None:
+    """Write the SavedModel and its description; the directory appears only when complete.
+
+    Args:
+        generator: the trained generator.
+        path: the new SavedModel directory.
+        nbands: number of bands.
+        lr_scale: LR scaling used in training.
+        hr_scale: HR scaling used in training.
+        description: more fields for sr4rs.json (training statistics, network size, ...).
+    """
+    check_new_savedmodel_path(path)
+    model = ServingModel(generator, nbands, lr_scale, hr_scale)
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.", dir=parent)
+    try:
+        tf.saved_model.save(model, tmp, signatures={constants.SIGNATURE_KEY: model.serve})
+        metadata = {"format": "sr4rs", "version": 1, "nbands": nbands, "lr_scale": float(lr_scale),
+                    "hr_scale": float(hr_scale), "scale_factor": constants.SCALE,
+                    "input": constants.LR_INPUT_NAME,
+                    "outputs": [constants.output_name(pad) for pad in constants.PADS],
+                    "created": datetime.datetime.now().isoformat(timespec="seconds")}
+        metadata.update(description or {})
+        os.makedirs(os.path.join(tmp, constants.METADATA_DIR), exist_ok=True)
+        with open(os.path.join(tmp, constants.METADATA_DIR, constants.METADATA_FILE), "w") as f:
+            json.dump(metadata, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("SavedModel written to %s", path)
+
+
+def read_metadata(savedmodel: str) -> dict[str, Any] | None:
+    """The sr4rs.json description of a SavedModel, or None (e.g. a model made by the original SR4RS)."""
+    path = os.path.join(savedmodel, constants.METADATA_DIR, constants.METADATA_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise SR4RSError(f"{path}: unreadable model description ({err})") from None
