@@ -34,5 +34,10 @@ test: install
 	  else echo "OTBTF sources not found ($(OTBTF_SRC)): OTB tests will be skipped (see README, 'OTB engine')"; fi
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# OTBTF's PatchesExtraction + TensorflowModelServe and the otbApplication binding, built into $(OTB_DIR)
+# against $(VENV)'s TensorFlow (scripts/build_otbtf.sh; does nothing when already up to date).
+otb: install
+	@OTBTF_SRC="$(OTBTF_SRC)" OTB_SWIG_SRC="$(OTB_SWIG_SRC)" bash scripts/build_otbtf.sh "$(OTB_DIR)" "$(PY)"
+
 clean:
 	rm -rf $(VENV) $(OTB_DIR) demo_out .pytest_cache
