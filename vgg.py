@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 
 import numpy as np
 import tensorflow as tf
@@ -75,7 +76,7 @@ def load_vgg19_weights(path: str, mode: str) -> dict[str, tuple[np.ndarray, np.n
     try:
         content = np.load(path, allow_pickle=True, encoding="latin1")
         data = content.item() if isinstance(content, np.ndarray) and content.dtype == object else content
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
         raise SR4RSError(f"{path}: not a vgg19.npy file ({err})") from None
     if not isinstance(data, dict):
         raise SR4RSError(f"{path}: not a vgg19.npy file (expected a pickled dict of layers)")

@@ -37,3 +37,20 @@ def write_raster(path: str, array: np.ndarray, origin: tuple[float, float] = (50
             band.SetNoDataValue(nodata)
     ds = None
     return path
+
+
+def write_random_vgg19(path: str, seed: int = 0, skip: tuple[str, ...] = ()) -> str:
+    """A vgg19.npy with random weights of the real conv layer shapes (He-scaled so activations stay
+    finite), as the pickled dict the real file is; layers in `skip` are left out."""
+    from vgg import layer_shapes
+
+    rng = np.random.default_rng(seed)
+    data = {}
+    for name, shape in layer_shapes().items():
+        if name in skip:
+            continue
+        fan_in = shape[0] * shape[1] * shape[2]
+        kernel = (rng.standard_normal(shape, dtype=np.float32) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        data[name] = [kernel, rng.standard_normal(shape[-1:], dtype=np.float32) * 0.1]
+    np.save(path, data, allow_pickle=True)
+    return path

@@ -1,0 +1,71 @@
+"""SavedModel export: signature, outputs for every pad, description, refusals, atomicity."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import constants
+import export
+from errors import SR4RSError
+from network import Generator
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tf.random.set_seed(3)
+    generator = Generator(3, nresblocks=1, dim=4)
+    path = str(tmp_path_factory.mktemp("export") / "model")
+    export.export_savedmodel(generator, path, 3, lr_scale=1e-3, hr_scale=2e-3,
+                             description={"lr_stats": {"mean": [1.0, 2.0, 3.0]}})
+    return generator, path
+
+
+@pytest.fixture(scope="module")
+def signature(exported):
+    return tf.saved_model.load(exported[1]).signatures[constants.SIGNATURE_KEY]
+
+
+def test_signature_names_and_dtypes(signature):
+    inputs = signature.structured_input_signature[1]
+    assert list(inputs) == [constants.LR_INPUT_NAME]
+    assert inputs[constants.LR_INPUT_NAME].dtype == tf.float32
+    assert inputs[constants.LR_INPUT_NAME].shape.as_list() == [None, None, None, 3]
+    assert sorted(signature.structured_outputs) == sorted(constants.output_name(p) for p in constants.PADS)
+
+
+@pytest.mark.parametrize("pad", constants.PADS)
+def test_every_pad_gives_a_ts_by_ts_tile(exported, signature, pad):
+    generator = exported[0]
+    ts = 16
+    lr = np.random.default_rng(pad).uniform(0, 1000, (1, (ts + 2 * pad) // 4, (ts + 2 * pad) // 4, 3))
+    out = signature(lr_input=tf.constant(lr, tf.float32))[constants.output_name(pad)].numpy()
+    assert out.shape == (1, ts, ts, 3)
+    full = generator(tf.constant(1e-3 * lr, tf.float32))[1].numpy() / 2e-3
+    np.testing.assert_allclose(out, full[:, pad:-pad, pad:-pad], rtol=1e-4, atol=1e-2)
+
+
+def test_description_travels_with_the_model(exported):
+    meta = export.read_metadata(exported[1])
+    assert meta["nbands"] == 3 and meta["scale_factor"] == 4
+    assert meta["lr_scale"] == 1e-3 and meta["hr_scale"] == 2e-3
+    assert meta["lr_stats"] == {"mean": [1.0, 2.0, 3.0]}
+    assert export.read_metadata(os.path.dirname(exported[1])) is None
+
+
+def test_existing_directory_or_missing_parent_is_refused(exported, tmp_path):
+    with pytest.raises(SR4RSError, match="already exists"):
+        export.check_new_savedmodel_path(exported[1])
+    with pytest.raises(SR4RSError, match="parent directory"):
+        export.check_new_savedmodel_path(str(tmp_path / "missing" / "model"))
+
+
+def test_a_failed_export_leaves_nothing(tmp_path):
+    class Broken(tf.Module):
+        def __call__(self, x):
+            raise RuntimeError("boom")
+
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError):
+        export.export_savedmodel(Broken(), str(target), 3, 1.0, 1.0)
+    assert os.listdir(tmp_path) == []
