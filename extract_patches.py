@@ -1,0 +1,576 @@
+"""Extract co-located LR and HR patches images (OTBTF format) from a LR and a HR image.
+
+The built-in replacement of OTBTF's PatchesExtraction for SR4RS (see `--help` and the README, Step 1).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import numpy as np
+from osgeo import gdal, gdal_array, ogr, osr
+from tqdm import tqdm
+
+from constants import SCALE
+from errors import SR4RSError, run_cli, setup_logging
+from raster import atomic_output, check_output_path, gdal_type, numpy_type_of, open_raster
+
+logger = logging.getLogger(__name__)
+gdal.UseExceptions()
+ogr.UseExceptions()
+osr.UseExceptions()
+
+CENTERS_SUFFIX = "_centers.gpkg"
+CENTERS_LAYER = "patch_centers"
+RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average")
+# Tolerances: pixel sizes must match to this relative precision; grid origins to this fraction of a pixel.
+PIXEL_SIZE_RTOL = 1e-6
+ORIGIN_TOL = 1e-3
+WRITE_CHUNK_ROWS = 4096
+
+DESCRIPTION = """\
+Extract patches images in OTBTF format (SPEC section 7: N patches stacked vertically, width s,
+height N*s, all bands) from a low-resolution image (LR) and a high-resolution image (HR) of the same
+area, for `train.py --lr_patches/--hr_patches`. Patch i of the LR output and patch i of the HR output
+cover exactly the same ground: the HR patch is the LR patch's window times 4.
+
+Where patches are taken:
+  --vec POINTS  one patch per point of a vector layer (any OGR format; reprojected to the LR image's
+                CRS when it differs). MultiPoints give one patch per point; other geometries are an
+                error. Patches keep the layer's feature order.
+  --step N      a regular grid: LR windows at columns/rows 0, N, 2N, ... (top to bottom, left to right).
+
+How a point becomes a patch (the same rule as OTBTF's PatchesExtraction, i.e. ITK's
+TransformPhysicalPointToIndex): the point goes to the LR pixel (col, row) that contains it; a point
+exactly on a pixel edge goes to the pixel on its right / below (ITK rounds the continuous pixel index
+half up). The LR patch is columns [col - s//2, col - s//2 + s) and rows [row - s//2, row - s//2 + s).
+With an even s, the patch centre is therefore the top-left corner of that pixel: a point on an LR
+pixel corner (e.g. the centroid of a QGIS grid whose cell size is a multiple of the pixel size) is
+exactly the patch centre. The HR patch is the same window in HR pixels (4*col - 2s, 4*row - 2s, size 4s,
+plus the HR grid's offset). OTBTF centres the HR patch on the HR pixel containing the point instead, so
+its HR patch is the same as ours only when the point lies in the top-left HR pixel of its LR pixel
+(for instance on an LR pixel corner); elsewhere OTBTF's HR patch is shifted by up to 3 HR pixels.
+
+Skipped patches (counted and reported): windows outside either image, and windows containing a
+nodata pixel (the file's nodata value per band, or --lr_nodata/--hr_nodata), a NaN, or a masked
+pixel (GDAL mask or alpha band) in any band of the LR or the HR image.
+
+Outputs: --out_lr and --out_hr (GeoTIFF, data type of each input or --encoding), and a GeoPackage
+of the patch centres (layer "patch_centers": point = patch centre in the LR image's CRS, fields
+`patch` = patch index in the patches images, `source_fid` = FID of the point (grid mode: grid cell
+index), `lr_col`/`lr_row` = top-left LR pixel of the patch, and the --field value), written next to
+--out_lr as <out_lr stem>_centers.gpkg unless --out_centers is given. Outputs appear only when the
+extraction succeeds.
+"""
+
+EPILOG = """\
+example:
+  python extract_patches.py --lr Sentinel-2_B4328_10m.tif --hr Spot6_pansharp_RGBN_2.5m.tif \\
+      --lr_patchsize 32 --vec patches_center_locations.shp --out_lr lr_patches.tif --out_hr hr_patches.tif
+"""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up pixel grid: top-left corner, signed pixel sizes, size in pixels."""
+
+    x0: float
+    y0: float
+    px: float
+    py: float
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, ds: gdal.Dataset, path: str) -> Grid:
+        """The grid of a dataset, or SR4RSError when it is rotated."""
+        gt = ds.GetGeoTransform(can_return_null=True)
+        if gt is None:
+            raise SR4RSError(f"{path}: the image has no georeferencing (geotransform)")
+        if gt[2] != 0 or gt[4] != 0:
+            raise SR4RSError(f"{path}: rotated images are not supported (warp it north-up with gdalwarp)")
+        return cls(gt[0], gt[3], gt[1], gt[5], ds.RasterXSize, ds.RasterYSize)
+
+    def centre(self, col: np.ndarray | float, row: np.ndarray | float) -> tuple:
+        """Map coordinates of a fractional pixel position (col, row measured from the top-left corner)."""
+        return self.x0 + np.asarray(col) * self.px, self.y0 + np.asarray(row) * self.py
+
+
+def otb_pixel_index(coord: np.ndarray, first: float, pixel_size: float) -> np.ndarray:
+    """Pixel index of map coordinates along one axis, computed exactly as OTB/ITK 4.13 does.
+
+    ITK's TransformPhysicalPointToIndex takes the continuous index relative to the first pixel's centre,
+    ((coord - (first + size/2)) * (1/size)), and rounds it half up with `(rint(2x + 0.5)) >> 1` (SSE2
+    path of itk::Math::RoundHalfIntegerUp): the pixel containing the point, edges going right/down.
+
+    Args:
+        coord: map coordinates (x or y).
+        first: coordinate of the grid's first edge (geotransform[0] or [3]).
+        pixel_size: signed pixel size (geotransform[1] or [5]).
+    """
+    cont = (np.asarray(coord, dtype=np.float64) - (first + 0.5 * pixel_size)) * (1.0 / pixel_size)
+    cont = np.where(np.isfinite(cont) & (np.abs(cont) < 2.0 ** 52), cont, -(2.0 ** 52))  # failed: outside
+    return (np.rint(2.0 * cont + 0.5) // 2).astype(np.int64)
+
+
+@dataclass
+class Candidates:
+    """Candidate LR windows (top-left pixel) with where they come from."""
+
+    lr_col: np.ndarray
+    lr_row: np.ndarray
+    source_fid: np.ndarray
+    values: list = field(default_factory=list)  # --field values (or empty)
+    field: tuple[str, int] | None = None  # --field name and OGR type
+    no_geometry: int = 0
+
+
+class Source:
+    """One input image: reads windows [rows, cols, bands] and tells whether they hold nodata."""
+
+    def __init__(self, ds: gdal.Dataset, path: str, nbands: int, nodata: float | None) -> None:
+        self.ds = ds
+        self.path = path
+        self.bands = list(range(1, nbands + 1))
+        self.dtype = numpy_type_of(ds.GetRasterBand(1).DataType)
+        if np.issubdtype(self.dtype, np.complexfloating):
+            raise SR4RSError(f"{path}: complex data types are not supported")
+        if nodata is not None:
+            self.nodata = [nodata] * nbands
+        else:
+            self.nodata = [ds.GetRasterBand(b).GetNoDataValue() for b in self.bands]
+        flags = ds.GetRasterBand(1).GetMaskFlags()
+        self.use_mask = nodata is None and not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA)
+        self.is_float = np.issubdtype(self.dtype, np.floating)
+
+    def read(self, xoff: int, yoff: int, size: int) -> np.ndarray:
+        """Read a size x size window of every band as [rows, cols, bands]."""
+        try:
+            arr = self.ds.ReadAsArray(int(xoff), int(yoff), size, size, band_list=self.bands,
+                                      interleave="pixel")
+        except RuntimeError as err:
+            raise SR4RSError(f"{self.path}: read failed ({str(err).strip()})") from None
+        return arr.reshape(size, size, len(self.bands))
+
+    def valid(self, arr: np.ndarray, xoff: int, yoff: int) -> bool:
+        """True when the window has no nodata, NaN or masked pixel."""
+        if self.is_float and np.isnan(arr).any():
+            return False
+        for b, value in enumerate(self.nodata):
+            if value is None:
+                continue
+            if math.isnan(value):
+                continue  # NaN already checked
+            if (arr[:, :, b] == value).any():
+                return False
+        if self.use_mask:
+            mask = self.ds.GetRasterBand(1).GetMaskBand().ReadAsArray(int(xoff), int(yoff), arr.shape[1],
+                                                                     arr.shape[0])
+            if not mask.all():
+                return False
+        return True
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of extract_patches.py."""
+    p = argparse.ArgumentParser(prog="extract_patches.py", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lr", required=True, help="low-resolution image (any GDAL-readable raster)")
+    p.add_argument("--hr", required=True,
+                   help="high-resolution image of the same area, same bands in the same order, pixel size "
+                        "= LR pixel size / 4 on a grid aligned with the LR grid (else see --resample_hr)")
+    p.add_argument("--lr_patchsize", type=int, required=True,
+                   help="LR patch size s in pixels (HR patches are 4s x 4s)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--vec", help="vector layer of patch centres (points; any OGR format)")
+    where.add_argument("--step", type=int, help="regular grid of patches every N LR pixels (N >= 1)")
+    p.add_argument("--layer", help="layer name in --vec (default: its first layer)")
+    p.add_argument("--field", help="a field of --vec whose value is copied to the centres GeoPackage "
+                                    "(optional; PatchesExtraction requires one but does not use it)")
+    p.add_argument("--out_lr", required=True, help="output LR patches image (.tif)")
+    p.add_argument("--out_hr", required=True, help="output HR patches image (.tif)")
+    p.add_argument("--out_centers",
+                   help=f"output GeoPackage of patch centres (default: <out_lr stem>{CENTERS_SUFFIX})")
+    p.add_argument("--encoding",
+                   help="output data type of both patches images, OTB or GDAL name (uint8, int16, "
+                        "uint16, int32, uint32, float, double, ...; default: the type of each input). "
+                        "Values are clipped to the type's range then truncated, as OTB does")
+    p.add_argument("--lr_nodata", type=float,
+                   help="LR nodata value, any band (default: the file's nodata values and mask)")
+    p.add_argument("--hr_nodata", type=float,
+                   help="HR nodata value, any band (default: the file's nodata values and mask)")
+    p.add_argument("--resample_hr", action="store_true",
+                   help="when the HR pixel size is not the LR one / 4, its grid is not aligned with the LR "
+                        "grid, or its CRS differs, warp the HR image on the fly with GDAL onto the LR grid "
+                        "refined 4 times (without this flag, that is an error)")
+    p.add_argument("--resampling", choices=RESAMPLINGS, default="cubic",
+                   help="GDAL resampling of --resample_hr (default: cubic)")
+    p.add_argument("--max_patches", type=int,
+                   help="keep at most this many patches, chosen at random among the valid ones "
+                        "(kept in their original order)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of --max_patches (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="log warnings only, no progress bar")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> str:
+    """Validate the arguments before any reading; return the centres GeoPackage path."""
+    if args.lr_patchsize < 1:
+        raise SR4RSError(f"--lr_patchsize must be >= 1 (got {args.lr_patchsize})")
+    if args.step is not None and args.step < 1:
+        raise SR4RSError(f"--step must be >= 1 (got {args.step})")
+    if args.max_patches is not None and args.max_patches < 1:
+        raise SR4RSError(f"--max_patches must be >= 1 (got {args.max_patches})")
+    if args.vec is None and (args.field or args.layer):
+        raise SR4RSError("--field and --layer go with --vec")
+    if args.encoding:
+        gdal_type(args.encoding)
+    centers = args.out_centers or os.path.join(
+        os.path.dirname(args.out_lr), os.path.splitext(os.path.basename(args.out_lr))[0] + CENTERS_SUFFIX)
+    for out in (args.out_lr, args.out_hr):
+        if os.path.splitext(out)[1].lower() not in (".tif", ".tiff"):
+            raise SR4RSError(f"{out}: patches images are GeoTIFF, use a .tif name")
+    if os.path.splitext(centers)[1].lower() != ".gpkg":
+        raise SR4RSError(f"{centers}: the centres file is a GeoPackage, use a .gpkg name")
+    outs = [os.path.abspath(p) for p in (args.out_lr, args.out_hr, centers)]
+    if len(set(outs)) != 3:
+        raise SR4RSError("--out_lr, --out_hr and the centres GeoPackage must be different files")
+    ins = {os.path.abspath(p) for p in (args.lr, args.hr, args.vec) if p}
+    for out in outs:
+        if out in ins:
+            raise SR4RSError(f"{out}: an output would overwrite an input")
+        check_output_path(out)
+    return centers
+
+
+def _srs_of(wkt: str) -> osr.SpatialReference | None:
+    if not wkt:
+        return None
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def _same_size(a: float, b: float) -> bool:
+    return abs(a - b) <= PIXEL_SIZE_RTOL * abs(b)
+
+
+def _hr_offset(lr: Grid, hr: Grid) -> tuple[int, int] | None:
+    """HR pixel offset of the LR grid's corner when the HR grid nests in the LR grid, else None."""
+    if not (_same_size(hr.px * SCALE, lr.px) and _same_size(hr.py * SCALE, lr.py)):
+        return None
+    ox = (lr.x0 - hr.x0) / hr.px
+    oy = (lr.y0 - hr.y0) / hr.py
+    if abs(ox - round(ox)) > ORIGIN_TOL or abs(oy - round(oy)) > ORIGIN_TOL:
+        return None
+    return int(round(ox)), int(round(oy))
+
+
+def _warp_hr(hr_ds: gdal.Dataset, lr: Grid, lr_wkt: str, hr_nodata: float | None,
+             resampling: str) -> gdal.Dataset:
+    """Warp HR (lazily, as a VRT) onto the LR grid refined SCALE times."""
+    bounds = (lr.x0, lr.y0 + lr.height * lr.py, lr.x0 + lr.width * lr.px, lr.y0)
+    nodata = hr_nodata if hr_nodata is not None else hr_ds.GetRasterBand(1).GetNoDataValue()
+    kwargs = dict(format="VRT", outputBounds=bounds, width=lr.width * SCALE, height=lr.height * SCALE,
+                  resampleAlg=resampling, multithread=False)
+    if lr_wkt:
+        kwargs["dstSRS"] = lr_wkt
+    if nodata is not None:
+        kwargs.update(srcNodata=nodata, dstNodata=nodata)
+    else:
+        kwargs["dstAlpha"] = True
+    try:
+        return gdal.Warp("", hr_ds, options=gdal.WarpOptions(**kwargs))
+    except RuntimeError as err:
+        raise SR4RSError(f"cannot resample the HR image onto the LR grid ({str(err).strip()})") from None
+
+
+def _grid_candidates(lr: Grid, size: int, step: int) -> Candidates:
+    cols = np.arange(0, lr.width - size + 1, step, dtype=np.int64)
+    rows = np.arange(0, lr.height - size + 1, step, dtype=np.int64)
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    n = rr.size
+    return Candidates(cc.ravel(), rr.ravel(), np.arange(n, dtype=np.int64))
+
+
+def _point_candidates(path: str, layer_name: str | None, field_name: str | None, lr: Grid, lr_wkt: str,
+                      size: int) -> Candidates:
+    """LR windows of the points of a vector layer (reprojected to the LR CRS when needed)."""
+    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
+        raise SR4RSError(f"{path}: no such file")
+    try:
+        vds = ogr.Open(path)
+    except RuntimeError as err:
+        raise SR4RSError(f"{path}: not a readable vector layer ({str(err).strip()})") from None
+    if vds is None or vds.GetLayerCount() == 0:
+        raise SR4RSError(f"{path}: not a readable vector layer")
+    if layer_name:
+        layer = vds.GetLayerByName(layer_name)
+        if layer is None:
+            names = [vds.GetLayer(i).GetName() for i in range(vds.GetLayerCount())]
+            raise SR4RSError(f"{path}: no layer '{layer_name}' (layers: {', '.join(names)})")
+    else:
+        layer = vds.GetLayer(0)
+    defn = layer.GetLayerDefn()
+    field_defn = None
+    if field_name:
+        idx = defn.GetFieldIndex(field_name)
+        if idx < 0:
+            names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+            raise SR4RSError(f"{path}: no field '{field_name}' (fields: {', '.join(names) or 'none'})")
+        field_defn = (field_name, defn.GetFieldDefn(idx).GetType())
+    xs, ys, fids, values = [], [], [], []
+    no_geometry = 0
+    for feat in layer:
+        geom = feat.GetGeometryRef()
+        if geom is None or geom.IsEmpty():
+            no_geometry += 1
+            continue
+        flat = ogr.GT_Flatten(geom.GetGeometryType())
+        if flat == ogr.wkbPoint:
+            points = [geom]
+        elif flat == ogr.wkbMultiPoint:
+            points = [geom.GetGeometryRef(i) for i in range(geom.GetGeometryCount())]
+        else:
+            raise SR4RSError(f"{path}: feature {feat.GetFID()} is a {geom.GetGeometryName()}; patch centres "
+                             "must be points (QGIS: Vector > Geometry Tools > Centroids)")
+        for pt in points:
+            xs.append(pt.GetX())
+            ys.append(pt.GetY())
+            fids.append(feat.GetFID())
+            if field_defn is not None:
+                values.append(feat.GetField(field_name))
+    if not xs:
+        raise SR4RSError(f"{path}: the layer has no point")
+    x = np.array(xs, dtype=np.float64)
+    y = np.array(ys, dtype=np.float64)
+    vec_srs = layer.GetSpatialRef()
+    lr_srs = _srs_of(lr_wkt)
+    if vec_srs is None or lr_srs is None:
+        if vec_srs is not None or lr_srs is not None:
+            logger.warning("%s or the LR image has no CRS: assuming both use the same", path)
+    else:
+        vec_srs = vec_srs.Clone()
+        vec_srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        if not vec_srs.IsSame(lr_srs):
+            logger.info("reprojecting %d points of %s to the LR image's CRS", len(x), path)
+            try:
+                ct = osr.CoordinateTransformation(vec_srs, lr_srs)
+                out = np.array(ct.TransformPoints(np.column_stack([x, y]).tolist()), dtype=np.float64)
+            except RuntimeError as err:
+                raise SR4RSError(f"{path}: cannot reproject the points to the LR image's CRS "
+                                 f"({str(err).strip()})") from None
+            x, y = out[:, 0], out[:, 1]
+    col = otb_pixel_index(x, lr.x0, lr.px) - size // 2
+    row = otb_pixel_index(y, lr.y0, lr.py) - size // 2
+    return Candidates(col, row, np.array(fids, dtype=np.int64), values, field_defn, no_geometry)
+
+
+def _cast(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Convert to the output type: clip to its range (integers), then truncate, like OTB."""
+    if arr.dtype == dtype:
+        return arr
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        arr = np.clip(arr, max(info.min, -2.0 ** 63), min(info.max, 2.0 ** 63))
+    return arr.astype(dtype)
+
+
+def _write_patches(path: str, spill: np.ndarray, order: np.ndarray, pixel: tuple[float, float]) -> None:
+    """Write the patches kept (spill[order]) as an OTBTF patches image (geotransform as OTB writes it)."""
+    n, size, _, nbands = len(order), spill.shape[1], spill.shape[2], spill.shape[3]
+    gtype = gdal_array.NumericTypeCodeToGDALTypeCode(spill.dtype)
+    options = ["BIGTIFF=IF_SAFER"]
+    try:
+        ds = gdal.GetDriverByName("GTiff").Create(path, size, n * size, nbands, gtype, options)
+    except RuntimeError as err:
+        raise SR4RSError(f"{path}: cannot create ({str(err).strip()})") from None
+    px, py = pixel
+    ds.SetGeoTransform((-0.5 * px, px, 0.0, -0.5 * py, 0.0, py))  # as OTB: pixel (0, 0) centred on (0, 0)
+    per_chunk = max(1, WRITE_CHUNK_ROWS // size)
+    for start in range(0, n, per_chunk):
+        block = spill[order[start:start + per_chunk]]
+        rows = block.reshape(-1, size, nbands)
+        for b in range(nbands):
+            ds.GetRasterBand(b + 1).WriteArray(np.ascontiguousarray(rows[:, :, b]), 0, start * size)
+    ds.FlushCache()
+    ds = None
+
+
+def _write_centers(path: str, srs_wkt: str, xy: np.ndarray, patch_fids: np.ndarray, cols: np.ndarray,
+                   rows: np.ndarray, field_defn: tuple[str, int] | None, values: list) -> None:
+    """Write the patch centres as a GeoPackage of points."""
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    try:
+        _fill_centers(ds, srs_wkt, xy, patch_fids, cols, rows, field_defn, values)
+    finally:
+        ds = None
+
+
+def _fill_centers(ds: ogr.DataSource, srs_wkt: str, xy: np.ndarray, patch_fids: np.ndarray, cols: np.ndarray,
+                  rows: np.ndarray, field_defn: tuple[str, int] | None, values: list) -> None:
+    layer = ds.CreateLayer(CENTERS_LAYER, _srs_of(srs_wkt), ogr.wkbPoint)
+    for name in ("patch", "lr_col", "lr_row"):
+        layer.CreateField(ogr.FieldDefn(name, ogr.OFTInteger))
+    layer.CreateField(ogr.FieldDefn("source_fid", ogr.OFTInteger64))
+    if field_defn is not None:
+        layer.CreateField(ogr.FieldDefn(field_defn[0], field_defn[1]))
+    layer.StartTransaction()
+    fdefn = layer.GetLayerDefn()
+    for i in range(len(xy)):
+        feat = ogr.Feature(fdefn)
+        feat.SetField("patch", i)
+        feat.SetField("lr_col", int(cols[i]))
+        feat.SetField("lr_row", int(rows[i]))
+        feat.SetField("source_fid", int(patch_fids[i]))
+        if field_defn is not None and values[i] is not None:
+            feat.SetField(field_defn[0], values[i])
+        pt = ogr.Geometry(ogr.wkbPoint)
+        pt.AddPoint_2D(float(xy[i, 0]), float(xy[i, 1]))
+        feat.SetGeometry(pt)
+        layer.CreateFeature(feat)
+    layer.CommitTransaction()
+
+
+def _open_inputs(args: argparse.Namespace) -> tuple[Grid, Grid, Source, Source, str, tuple[int, int]]:
+    """Open LR and HR, check them against each other, resample HR when asked.
+
+    Returns:
+        LR grid, HR grid, LR source, HR source, LR CRS (WKT), HR pixel offset of the LR grid's corner.
+    """
+    lr_ds = open_raster(args.lr)
+    hr_ds = open_raster(args.hr)
+    lr = Grid.of(lr_ds, args.lr)
+    hr = Grid.of(hr_ds, args.hr)
+    if lr_ds.RasterCount != hr_ds.RasterCount:
+        raise SR4RSError(f"{args.hr}: {hr_ds.RasterCount} bands, but {args.lr} has {lr_ds.RasterCount} "
+                         "(LR and HR need the same bands in the same order)")
+    nbands = lr_ds.RasterCount
+    lr_wkt = lr_ds.GetProjection()
+    lr_srs, hr_srs = _srs_of(lr_wkt), _srs_of(hr_ds.GetProjection())
+    if lr_srs is not None and hr_srs is not None and not lr_srs.IsSame(hr_srs):
+        problem = f"its CRS differs from {args.lr}'s"
+    elif not (_same_size(hr.px * SCALE, lr.px) and _same_size(hr.py * SCALE, lr.py)):
+        problem = (f"its pixel size ({hr.px:g}, {hr.py:g}) is not {args.lr}'s pixel size "
+                   f"({lr.px:g}, {lr.py:g}) divided by {SCALE}")
+    elif _hr_offset(lr, hr) is None:
+        problem = (f"its pixel grid is not aligned with {args.lr}'s (the corners ({hr.x0:.6f}, {hr.y0:.6f}) "
+                   f"and ({lr.x0:.6f}, {lr.y0:.6f}) are not a whole number of HR pixels apart)")
+    else:
+        problem = ""
+    hr_path = args.hr
+    if problem and not args.resample_hr:
+        raise SR4RSError(f"{args.hr}: {problem}; use --resample_hr to resample it on the fly with GDAL")
+    if args.resample_hr:
+        logger.info("resampling %s on the fly (%s) onto the LR grid refined %d times%s", args.hr,
+                    args.resampling, SCALE, f" ({problem})" if problem else "")
+        hr_ds = _warp_hr(hr_ds, lr, lr_wkt, args.hr_nodata, args.resampling)
+        hr_path = f"{args.hr} (resampled)"
+        hr = Grid.of(hr_ds, hr_path)
+    offset = _hr_offset(lr, hr)
+    assert offset is not None
+    return (lr, hr, Source(lr_ds, args.lr, nbands, args.lr_nodata),
+            Source(hr_ds, hr_path, nbands, args.hr_nodata), lr_wkt, offset)
+
+
+def extract(args: argparse.Namespace, centers_path: str) -> dict:
+    """Do the extraction described by the parsed arguments; return the counts."""
+    size = args.lr_patchsize
+    hsize = SCALE * size
+    lr, hr, lr_src, hr_src, lr_wkt, offset = _open_inputs(args)
+    nbands = len(lr_src.bands)
+    if args.vec:
+        cand = _point_candidates(args.vec, args.layer, args.field, lr, lr_wkt, size)
+    else:
+        cand = _grid_candidates(lr, size, args.step)
+    n_cand = len(cand.lr_col)
+    hcol = offset[0] + SCALE * cand.lr_col
+    hrow = offset[1] + SCALE * cand.lr_row
+    inside = ((cand.lr_col >= 0) & (cand.lr_row >= 0) & (cand.lr_col + size <= lr.width)
+              & (cand.lr_row + size <= lr.height) & (hcol >= 0) & (hrow >= 0)
+              & (hcol + hsize <= hr.width) & (hrow + hsize <= hr.height))
+    todo = np.flatnonzero(inside)
+    if args.max_patches is not None and args.max_patches < len(todo):
+        todo = np.random.default_rng(args.seed).permutation(todo)  # examined at random until enough
+    limit = len(todo) if args.max_patches is None else min(args.max_patches, len(todo))
+    logger.info("%d candidate patches (%d outside the LR or HR image)", n_cand, n_cand - len(todo))
+
+    out_lr_type = numpy_type_of(gdal_type(args.encoding)) if args.encoding else lr_src.dtype
+    out_hr_type = numpy_type_of(gdal_type(args.encoding)) if args.encoding else hr_src.dtype
+    folder = os.path.dirname(os.path.abspath(args.out_lr))
+    counts = {"candidates": n_cand, "outside": n_cand - len(todo), "nodata": 0, "kept": 0,
+              "not_examined": 0, "no_geometry": cand.no_geometry}
+    with ExitStack() as stack:
+        spill_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix=".extract_patches.", dir=folder))
+        spill_paths = [os.path.join(spill_dir, "lr.raw"), os.path.join(spill_dir, "hr.raw")]
+        kept: list[int] = []
+        examined = 0
+        # Patches kept are appended to raw files (RAM stays flat), then copied in order to the outputs.
+        with open(spill_paths[0], "wb") as f_lr, open(spill_paths[1], "wb") as f_hr, \
+                tqdm(total=limit, unit="patch", desc="extracting", disable=args.quiet or None) as bar:
+            for i in todo:
+                if len(kept) >= limit:
+                    break
+                examined += 1
+                a = lr_src.read(cand.lr_col[i], cand.lr_row[i], size)
+                if not lr_src.valid(a, cand.lr_col[i], cand.lr_row[i]):
+                    counts["nodata"] += 1
+                    continue
+                b = hr_src.read(hcol[i], hrow[i], hsize)
+                if not hr_src.valid(b, hcol[i], hrow[i]):
+                    counts["nodata"] += 1
+                    continue
+                f_lr.write(_cast(a, out_lr_type).tobytes())
+                f_hr.write(_cast(b, out_hr_type).tobytes())
+                kept.append(int(i))
+                bar.update(1)
+        counts["not_examined"] = len(todo) - examined
+        counts["kept"] = n = len(kept)
+        if not kept:
+            raise SR4RSError(f"no patch to extract: {counts['outside']} outside the LR or HR image, "
+                             f"{counts['nodata']} with nodata; check that the points fall inside both images")
+        kept_arr = np.array(kept, dtype=np.int64)
+        order = np.argsort(kept_arr, kind="stable")  # original order of the points / grid
+        chosen = kept_arr[order]
+        cx, cy = lr.centre(cand.lr_col[chosen] + size / 2.0, cand.lr_row[chosen] + size / 2.0)
+        spill_lr = np.memmap(spill_paths[0], dtype=out_lr_type, mode="r", shape=(n, size, size, nbands))
+        spill_hr = np.memmap(spill_paths[1], dtype=out_hr_type, mode="r", shape=(n, hsize, hsize, nbands))
+        out_lr = stack.enter_context(atomic_output(args.out_lr))
+        out_hr = stack.enter_context(atomic_output(args.out_hr))
+        out_c = stack.enter_context(atomic_output(centers_path))
+        try:
+            _write_patches(out_lr, spill_lr, order, (lr.px, lr.py))
+            _write_patches(out_hr, spill_hr, order, (hr.px, hr.py))
+            _write_centers(out_c, lr_wkt, np.column_stack([cx, cy]), cand.source_fid[chosen],
+                           cand.lr_col[chosen], cand.lr_row[chosen], cand.field,
+                           [cand.values[j] for j in chosen] if cand.field is not None else [])
+        except RuntimeError as err:
+            raise SR4RSError(f"cannot write the outputs ({str(err).strip()})") from None
+        del spill_lr, spill_hr
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, extract, report."""
+    args = build_parser().parse_args(argv)
+    setup_logging(not args.quiet)
+    centers = _check_args(args)
+    counts = extract(args, centers)
+    logger.info("kept %d patches; skipped %d outside an image, %d with nodata%s%s", counts["kept"],
+                counts["outside"], counts["nodata"],
+                f", {counts['no_geometry']} features without geometry" if counts["no_geometry"] else "",
+                f", {counts['not_examined']} not needed (--max_patches)" if counts["not_examined"] else "")
+    logger.info("wrote %s, %s and %s", args.out_lr, args.out_hr, centers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
