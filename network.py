@@ -187,7 +187,7 @@ class _ResBlock(tf.Module):
     """x + pixnorm(conv(pixnorm(lrelu(conv(x)))))."""
 
     def __init__(self, scope: str, dim: int):
-        super().__init__()
+        super().__init__(name=scope.rsplit("/", 1)[-1])
         self.conv1 = Conv2D(f"{scope}/conv1", 3, dim, dim)
         self.conv2 = Conv2D(f"{scope}/conv2", 3, dim, dim)
 
@@ -200,7 +200,7 @@ class _UpscaleStage(tf.Module):
     """Fused 2x upscaling conv, blur, lrelu, pixnorm, then conv + lrelu + pixnorm blocks; 1x1 output."""
 
     def __init__(self, scope: str, c_in: int, dim: int, ksizes: tuple[int, ...], nchannels: int):
-        super().__init__()
+        super().__init__(name=scope.rsplit("/", 1)[-1])
         self.upsample = UpscaleConv2D(f"{scope}/conv_upsample", 3, c_in, dim)
         self.convs = [Conv2D(f"{scope}/conv{i + 1}", k, dim, dim) for i, k in enumerate(ksizes)]
         self.output = Conv2D(f"{scope}/output", 1, dim, nchannels)
@@ -254,7 +254,7 @@ class _DiscriminatorStage(tf.Module):
     """combine(image, k, previous) -> 3x3 convs -> fused downscale conv + lrelu."""
 
     def __init__(self, scope: str, nchannels: int, from_dim: int, c_prev: int, dim: int, nconvs: int):
-        super().__init__()
+        super().__init__(name=scope.rsplit("/", 1)[-1])
         self.from_input = Conv2D(f"{scope}/from_input", 1, nchannels, from_dim)
         c_in = from_dim + c_prev + 1
         names = ["conv"] if nconvs == 1 else [f"conv{i + 1}" for i in range(nconvs)]
