@@ -16,6 +16,7 @@ def setup_logging(verbose: bool = True) -> None:
     """Configure the root logger the way every SR4RS command logs (time, level, message)."""
     logging.basicConfig(format=LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S",
                         level=logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its INFO lines are internals
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None],

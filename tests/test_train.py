@@ -1,0 +1,162 @@
+"""train.py end to end: real tiny trainings on patches made by extract_patches.py from a synthetic pair."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import needs_original, write_random_vgg19
+from sr_models import cached, original_model
+
+import constants
+import demo_scene
+import extract_patches
+import train
+from errors import run_cli
+from export import read_metadata
+
+TINY = ["--depth", "4", "--nresblocks", "1", "--epochs", "1", "--batchsize", "4", "--previews_step", "3"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """LR/HR patches (8 px LR, 4 bands, int16) from a small demo scene, a preview and a vgg19.npy."""
+    folder = tmp_path_factory.mktemp("train")
+    lr, hr = demo_scene.make_demo_scene(str(folder / "scene"), size_hr=128, seed=1)
+    paths = {"lr": str(folder / "lr_patches.tif"), "hr": str(folder / "hr_patches.tif"),
+             "vgg": write_random_vgg19(str(folder / "vgg19.npy")), "dir": folder,
+             "preview": str(folder / "preview.tif")}
+    code = extract_patches.main(["--lr", lr, "--hr", hr, "--lr_patchsize", "8", "--step", "8",
+                                 "--out_lr", paths["lr"], "--out_hr", paths["hr"], "--max_patches", "12",
+                                 "--quiet"])
+    assert code == 0
+    tf.io.gfile.copy(lr, paths["preview"])
+    return paths
+
+
+def events(logdir):
+    """{tag: [(step, value or image count)]} of every event file under logdir."""
+    found = {}
+    for path in sorted(glob.glob(os.path.join(logdir, "*", "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tensor = tf.make_ndarray(value.tensor)
+                item = float(tensor) if tensor.ndim == 0 else tensor.shape[0]
+                found.setdefault(value.tag, []).append((event.step, item))
+    return found
+
+
+@pytest.fixture(scope="module")
+def first_run(data):
+    out = data["dir"] / "run1"
+    out.mkdir()
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--preview", data["preview"],
+            "--vggfile", data["vgg"], "--vggweight", "1e-4", "--l1weight", "10", "--pretrain",
+            "--save_ckpt", str(out / "ckpts") + "/", "--logdir", str(out / "logs"),
+            "--savedmodel", str(out / "savedmodel"), "--seed", "1", *TINY]
+    assert run_cli(train.main, args) == 0
+    return out
+
+
+def test_losses_are_finite_and_logged_under_their_names(first_run):
+    found = events(first_run / "logs")
+    pretrain_steps, train_steps = [0, 1, 2], [3, 4, 5]  # 12 patches / batch 4, one epoch per phase
+    for tag in (constants.GEN_LOSS_L1, constants.GEN_LOSS_L2, train.LEARNING_RATE):
+        assert [s for s, _ in found[tag]] == pretrain_steps + train_steps
+    for tag in (constants.GEN_LOSS_GAN, constants.GEN_LOSS_VGG, constants.DIS_LOSS):
+        assert [s for s, _ in found[tag]] == train_steps
+    assert all(np.isfinite(v) for tag in found if "loss" in tag for _, v in found[tag])
+    assert all(v > 0 for _, v in found[constants.GEN_LOSS_VGG])
+
+
+def test_previews_are_logged_for_the_three_scales_and_bicubic(first_run):
+    found = events(first_run / "logs")
+    for factor in constants.FACTORS:
+        assert [s for s, _ in found[f"{constants.PREVIEW_PREFIX}{factor}"]] == [0, 3]
+    assert [s for s, _ in found[train.BICUBIC_PREVIEW]] == [0]
+    run_dirs = os.listdir(first_run / "logs")
+    assert len(run_dirs) == 1 and run_dirs[0].startswith("SR4RS_E1_B4_LR0.001_Gan1.0_L1-10.0")
+    assert "LossWGAN-GP_D4_RB1" in run_dirs[0] and "pretrained" in run_dirs[0]
+
+
+def test_a_checkpoint_per_epoch_and_a_working_savedmodel(first_run):
+    assert len(glob.glob(str(first_run / "ckpts" / "*.index"))) == 2
+    model = tf.saved_model.load(str(first_run / "savedmodel"))
+    signature = model.signatures[constants.SIGNATURE_KEY]
+    for pad in constants.PADS:
+        ts = 8
+        lr = tf.random.uniform([1, (ts + 2 * pad) // 4, (ts + 2 * pad) // 4, 4], 0, 3000)
+        assert signature(lr_input=lr)[constants.output_name(pad)].shape == (1, ts, ts, 4)
+    meta = read_metadata(str(first_run / "savedmodel"))
+    assert meta["nbands"] == 4 and meta["steps"] == 6 and meta["dtype"] == "int16"
+    assert len(meta["lr_stats"]["mean"]) == 4 and meta["lr_stats"]["max"][0] > 0
+
+
+def test_resuming_continues_the_steps_in_the_same_run(first_run, data):
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--losstype", "LSGAN", "--streaming",
+            "--save_ckpt", str(first_run / "ckpts") + "/", "--logdir", str(first_run / "logs"),
+            "--load_ckpt", str(first_run / "ckpts"), *TINY, "--epochs", "3"]
+    assert run_cli(train.main, args) == 0
+    assert len(os.listdir(first_run / "logs")) == 1  # the curves continue in the first run's directory
+    steps = [s for s, _ in events(first_run / "logs")[constants.DIS_LOSS]]
+    assert steps == [3, 4, 5, 6, 7, 8]  # 2 epochs done (pre-training, training), third epoch resumed
+    assert len(glob.glob(str(first_run / "ckpts" / "*.index"))) == 3
+
+
+def test_the_readme_example_is_accepted(data, tmp_path):
+    readme_args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--preview", data["preview"],
+                   "--vggfile", data["vgg"], "--save_ckpt", str(tmp_path / "ckpts") + "/",
+                   "--logdir", str(tmp_path / "logs") + "/", "--vggweight", "0.00003", "--l1weight", "200",
+                   "--l2weight", "0.0", "--depth", "64", "--vggfeatures", "1234", "--batchsize", "4",
+                   "--adam_lr", "0.0002", "--lr_scale", "0.0001", "--hr_scale", "0.0001",
+                   "--savedmodel", str(tmp_path / "savedmodel")]
+    args = train.build_parser().parse_args(readme_args)
+    train.validate(args)
+    assert (args.depth, args.epochs, args.l1weight, args.losstype) == (64, 120, 200.0, "WGAN-GP")
+    # the same command on a tiny network for one epoch trains and exports
+    assert run_cli(train.main, readme_args + ["--depth", "4", "--nresblocks", "1", "--epochs", "1"]) == 0
+    assert os.path.isdir(tmp_path / "savedmodel")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exports_nothing(data, tmp_path, monkeypatch):
+    def interrupt(self, values, step):
+        if step == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.TensorBoard, "scalars", interrupt)
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
+            "--savedmodel", str(tmp_path / "model"), "--pretrain", *TINY]
+    assert run_cli(train.main, args) == 130
+    assert len(glob.glob(str(tmp_path / "ck" / "*.index"))) == 1
+    assert not os.path.exists(tmp_path / "model")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--batchsize", "2"], "--batchsize 2 is too small: it must be >= 3"),
+    (["--batchsize", "13"], "larger than the 12 patches"),
+    (["--savedmodel", "EXISTING"], "already exists; give a new directory"),
+    (["--vggfile", "missing.npy"], "missing.npy: no such VGG weights file"),
+    (["--load_ckpt", "nowhere/ck-3"], "nowhere/ck-3: no such checkpoint"),
+    (["--pretrain", "--l2weight", "0"], "--pretrain needs --l1weight or --l2weight"),
+])
+def test_refusals_are_one_line_and_leave_no_checkpoint(data, tmp_path, capsys, extra, message):
+    extra = [str(tmp_path) if e == "EXISTING" else e for e in extra]
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
+            *TINY, *extra]
+    assert run_cli(train.main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("error: ")
+    assert not os.path.exists(tmp_path / "ck")
+
+
+@needs_original
+def test_an_original_tf1_checkpoint_loads_into_the_networks(tmp_path_factory):
+    savedmodel = cached(tmp_path_factory, "original_4b", lambda p: original_model(p, nbands=4))
+    trainer = train.Trainer(train.TrainConfig(nbands=4, depth=4, nresblocks=1))
+    checkpoints = train.Checkpoints(trainer, str(tmp_path_factory.mktemp("unused")), "run")
+    checkpoints.restore(savedmodel + "_work/ck")
+    lr = np.random.default_rng(0).integers(0, 3000, (1, 40, 40, 4)).astype(np.int16)
+    original = tf.saved_model.load(savedmodel).signatures[constants.SIGNATURE_KEY]
+    expected = original(**{"lr_input:0": tf.constant(lr)})["output_32:0"].numpy()
+    ours = trainer.generate(tf.constant(lr))[1].numpy()[:, 32:-32, 32:-32]
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
