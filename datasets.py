@@ -24,9 +24,9 @@ from raster import numpy_dtype, open_raster
 logger = logging.getLogger(__name__)
 
 # Bytes read at once when loading or computing statistics (per file, whole patches).
-CHUNK_BYTES = 16 * 2 ** 20
+CHUNK_BYTES = 4 * 2 ** 20
 # GDAL block cache cap while streaming (patches are read once per epoch: a big cache only grows RSS).
-STREAMING_GDAL_CACHE = 64 * 2 ** 20
+STREAMING_GDAL_CACHE = 16 * 2 ** 20
 # Open GDAL handles kept for streaming reads (one per reader thread and file, least recently used out).
 MAX_HANDLES = 256
 
@@ -59,9 +59,18 @@ def _describe(path: str) -> _File:
 
 
 class _Stats:
-    """Per-band min, max, mean and std accumulated over chunks (Chan et al. parallel variance)."""
+    """Per-band min, max, mean and std accumulated over chunks.
 
-    def __init__(self, nbands: int) -> None:
+    8/16-bit integers: exact histograms (fast, order-independent); other types: Chan et al.'s parallel
+    mean/variance in float64.
+    """
+
+    def __init__(self, nbands: int, dtype: np.dtype) -> None:
+        self.hist = None
+        if np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2:
+            info = np.iinfo(dtype)
+            self.offset = -int(info.min)
+            self.hist = np.zeros((nbands, int(info.max) - int(info.min) + 1), np.int64)
         self.count = 0
         self.mean = np.zeros(nbands)
         self.m2 = np.zeros(nbands)
@@ -70,22 +79,40 @@ class _Stats:
 
     def update(self, chunk: np.ndarray) -> None:
         """Add a chunk [..., bands]."""
-        x = chunk.reshape(-1, chunk.shape[-1]).astype(np.float64)
-        n = x.shape[0]
+        flat = chunk.reshape(-1, chunk.shape[-1])
+        n = flat.shape[0]
         if n == 0:
             return
-        mean = x.mean(axis=0)
-        m2 = ((x - mean) ** 2).sum(axis=0)
+        if self.hist is not None:
+            for b in range(flat.shape[1]):
+                self.hist[b] += np.bincount(flat[:, b].astype(np.int32) + self.offset,
+                                            minlength=self.hist.shape[1])
+            return
+        mean, m2 = np.empty(flat.shape[1]), np.empty(flat.shape[1])
+        for b in range(flat.shape[1]):
+            x = flat[:, b].astype(np.float64)
+            mean[b] = x.mean()
+            x -= mean[b]
+            m2[b] = np.dot(x, x)
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
         self.m2 = self.m2 + m2 + delta ** 2 * (self.count * n / total)
         self.count = total
-        self.min = np.minimum(self.min, x.min(axis=0))
-        self.max = np.maximum(self.max, x.max(axis=0))
+        self.min = np.minimum(self.min, flat.min(axis=0).astype(np.float64))
+        self.max = np.maximum(self.max, flat.max(axis=0).astype(np.float64))
 
     def result(self) -> dict:
         """{"min": [...], "max": [...], "mean": [...], "std": [...]} (population std), floats."""
+        if self.hist is not None:
+            values = np.arange(self.hist.shape[1], dtype=np.float64) - self.offset
+            for b, h in enumerate(self.hist):
+                nz = np.flatnonzero(h)
+                n = h.sum()
+                self.min[b], self.max[b] = values[nz[0]], values[nz[-1]]
+                self.mean[b] = np.dot(h[nz], values[nz]) / n
+                self.m2[b] = np.dot(h[nz], (values[nz] - self.mean[b]) ** 2)
+                self.count = n
         std = np.sqrt(self.m2 / max(self.count, 1))
         return {k: [float(v) for v in arr] for k, arr in
                 (("min", self.min), ("max", self.max), ("mean", self.mean), ("std", std))}
@@ -211,7 +238,7 @@ class PatchesDataset:
             t0 = time.perf_counter()
             acc = []
             for files in (self._lr, self._hr):
-                stats = _Stats(self.nbands)
+                stats = _Stats(self.nbands, self.dtype)
                 for _, _, chunk in self._chunks(files):
                     stats.update(chunk)
                 acc.append(stats.result())
@@ -228,6 +255,7 @@ class PatchesDataset:
                 count = min(per, f.n - start)
                 buf = np.empty((count, f.size, f.size, f.nbands), f.dtype)
                 _read_patches(ds, f.path, start, count, f.size, buf)
+                ds.FlushCache()  # each block is read once: free GDAL's block cache (else RSS ~ dataset)
                 yield int(self._starts[k]) + start, count, buf
             ds = None
 
@@ -242,10 +270,13 @@ class PatchesDataset:
             with tf.device("/CPU:0"):
                 var = tf.Variable(tf.zeros((self.n_patches, size, size, self.nbands), tf_dtype),
                                   trainable=False, name=f"{name}_patches")
-            acc = _Stats(self.nbands)
+            acc = _Stats(self.nbands, self.dtype)
             for start, count, chunk in self._chunks(files):
                 acc.update(chunk)
-                var[start:start + count].assign(chunk.astype(self.dtype, copy=False))
+                # scatter in place (a sliced `assign` would copy the whole variable each time)
+                tf.raw_ops.ResourceScatterUpdate(resource=var.handle,
+                                                 indices=tf.range(start, start + count, dtype=tf.int64),
+                                                 updates=chunk.astype(self.dtype, copy=False))
             stats.append(acc.result())
             variables.append(var)
         self._lr_var, self._hr_var = variables
@@ -269,17 +300,21 @@ class PatchesDataset:
             seconds, self._wait = self._wait, 0.0
         return seconds
 
-    def _read_pair(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Read the LR and HR patches of one global index (runs in tf.data reader threads)."""
+    def _read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Read the LR and HR patches of a batch of global indices (runs in tf.data reader threads)."""
         t0 = time.perf_counter()
-        i = int(index)
-        k = int(np.searchsorted(self._starts, i, side="right")) - 1
-        local = i - int(self._starts[k])
-        out = []
-        for f in (self._lr[k], self._hr[k]):
-            buf = np.empty((1, f.size, f.size, f.nbands), f.dtype)
-            _read_patches(self._handles.get(f.path), f.path, local, 1, f.size, buf)
-            out.append(buf[0].astype(self.dtype, copy=False))
+        indices = np.asarray(indices, dtype=np.int64)
+        files = np.searchsorted(self._starts, indices, side="right") - 1
+        out = [np.empty((len(indices), s, s, self.nbands), self.dtype)
+               for s in (self.lr_patch_size, self.hr_patch_size)]
+        for j, (i, k) in enumerate(zip(indices.tolist(), files.tolist(), strict=True)):
+            local = i - int(self._starts[k])
+            for f, buf in ((self._lr[k], out[0]), (self._hr[k], out[1])):
+                ds = self._handles.get(f.path)
+                try:  # straight into the batch, converted to the common type by GDAL if needed
+                    ds.ReadAsArray(0, local * f.size, f.size, f.size, buf_obj=buf[j], interleave="pixel")
+                except RuntimeError as err:
+                    raise SR4RSError(f"{f.path}: read failed ({str(err).strip()})") from None
         self._add_wait(time.perf_counter() - t0)
         return out[0], out[1]
 
@@ -305,20 +340,20 @@ class PatchesDataset:
         ds = tf.data.Dataset.range(self.n_patches)
         if shuffle:
             ds = ds.shuffle(self.n_patches, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=True)  # batches of indices: the same in both modes
         if self.streaming:
-            def read(index: tf.Tensor) -> dict:
-                lr, hr = tf.numpy_function(self._read_pair, [index], [tf_dtype, tf_dtype], stateful=True)
-                lr.set_shape((s, s, c))
-                hr.set_shape((hs, hs, c))
+            def read(indices: tf.Tensor) -> dict:
+                lr, hr = tf.numpy_function(self._read_batch, [indices], [tf_dtype, tf_dtype], stateful=True)
+                lr.set_shape((batch_size, s, s, c))
+                hr.set_shape((batch_size, hs, hs, c))
                 return {LR_KEY: lr, HR_KEY: hr}
 
             ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            ds = ds.batch(batch_size, drop_remainder=True)
         else:
             lr_var, hr_var = self._lr_var, self._hr_var
 
             def gather(indices: tf.Tensor) -> dict:
                 return {LR_KEY: tf.gather(lr_var, indices), HR_KEY: tf.gather(hr_var, indices)}
 
-            ds = ds.batch(batch_size, drop_remainder=True).map(gather)
+            ds = ds.map(gather)
         return ds.prefetch(tf.data.AUTOTUNE)

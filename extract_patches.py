@@ -53,10 +53,13 @@ exactly on a pixel edge goes to the pixel on its right / below (ITK rounds the c
 half up). The LR patch is columns [col - s//2, col - s//2 + s) and rows [row - s//2, row - s//2 + s).
 With an even s, the patch centre is therefore the top-left corner of that pixel: a point on an LR
 pixel corner (e.g. the centroid of a QGIS grid whose cell size is a multiple of the pixel size) is
-exactly the patch centre. The HR patch is the same window in HR pixels (4*col - 2s, 4*row - 2s, size 4s,
-plus the HR grid's offset). OTBTF centres the HR patch on the HR pixel containing the point instead, so
-its HR patch is the same as ours only when the point lies in the top-left HR pixel of its LR pixel
-(for instance on an LR pixel corner); elsewhere OTBTF's HR patch is shifted by up to 3 HR pixels.
+exactly the patch centre. The HR patch is the same window in HR pixels (from 4*(col - s//2),
+4*(row - s//2), size 4s, plus the HR grid's offset). OTBTF instead centres the HR patch on the HR pixel
+containing the point, so its HR patch is the same as ours only when the point lies in the top-left HR
+pixel of its LR pixel for an even s (for instance on an LR pixel corner, with pixel sizes exact in
+binary such as 10/2.5, 6/1.5 or 2/0.5 m), or in the HR pixel right below its LR pixel's centre for an
+odd s; elsewhere OTBTF's HR patch is shifted by up to 3 HR pixels from the ground of its LR patch.
+The LR patches are the same as OTBTF's, bit for bit.
 
 Skipped patches (counted and reported): windows outside either image, and windows containing a
 nodata pixel (the file's nodata value per band, or --lr_nodata/--hr_nodata), a NaN, or a masked
@@ -94,8 +97,9 @@ class Grid:
         gt = ds.GetGeoTransform(can_return_null=True)
         if gt is None:
             raise SR4RSError(f"{path}: the image has no georeferencing (geotransform)")
-        if gt[2] != 0 or gt[4] != 0:
-            raise SR4RSError(f"{path}: rotated images are not supported (warp it north-up with gdalwarp)")
+        if gt[2] != 0 or gt[4] != 0 or gt[1] <= 0 or gt[5] >= 0:
+            raise SR4RSError(f"{path}: only north-up images are supported (geotransform {gt}; warp it "
+                             "with gdalwarp)")
         return cls(gt[0], gt[3], gt[1], gt[5], ds.RasterXSize, ds.RasterYSize)
 
     def centre(self, col: np.ndarray | float, row: np.ndarray | float) -> tuple:
@@ -128,7 +132,7 @@ class Candidates:
     lr_row: np.ndarray
     source_fid: np.ndarray
     values: list = field(default_factory=list)  # --field values (or empty)
-    field: tuple[str, int] | None = None  # --field name and OGR type
+    field_info: tuple[str, int] | None = None  # --field name and OGR type
     no_geometry: int = 0
 
 
@@ -182,40 +186,47 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of extract_patches.py."""
     p = argparse.ArgumentParser(prog="extract_patches.py", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lr", required=True, help="low-resolution image (any GDAL-readable raster)")
-    p.add_argument("--hr", required=True,
+    p.add_argument("--lr", required=True, metavar="IMAGE",
+                   help="low-resolution image (any GDAL-readable raster)")
+    p.add_argument("--hr", required=True, metavar="IMAGE",
                    help="high-resolution image of the same area, same bands in the same order, pixel size "
                         "= LR pixel size / 4 on a grid aligned with the LR grid (else see --resample_hr)")
-    p.add_argument("--lr_patchsize", type=int, required=True,
+    p.add_argument("--lr_patchsize", type=int, required=True, metavar="S",
                    help="LR patch size s in pixels (HR patches are 4s x 4s)")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--vec", help="vector layer of patch centres (points; any OGR format)")
-    where.add_argument("--step", type=int, help="regular grid of patches every N LR pixels (N >= 1)")
-    p.add_argument("--layer", help="layer name in --vec (default: its first layer)")
-    p.add_argument("--field", help="a field of --vec whose value is copied to the centres GeoPackage "
-                                    "(optional; PatchesExtraction requires one but does not use it)")
-    p.add_argument("--out_lr", required=True, help="output LR patches image (.tif)")
-    p.add_argument("--out_hr", required=True, help="output HR patches image (.tif)")
-    p.add_argument("--out_centers",
+    where.add_argument("--vec", metavar="POINTS",
+                       help="vector layer of patch centres (points; any OGR format)")
+    where.add_argument("--step", type=int, metavar="N",
+                       help="regular grid of patches every N LR pixels (N >= 1)")
+    p.add_argument("--layer", metavar="NAME", help="layer name in --vec (default: its first layer)")
+    p.add_argument("--field", metavar="NAME",
+                   help="a field of --vec whose value is copied to the centres GeoPackage "
+                        "(optional; PatchesExtraction requires one but does not use it)")
+    p.add_argument("--out_lr", required=True, metavar="TIF", help="output LR patches image (.tif)")
+    p.add_argument("--out_hr", required=True, metavar="TIF", help="output HR patches image (.tif)")
+    p.add_argument("--out_centers", metavar="GPKG",
                    help=f"output GeoPackage of patch centres (default: <out_lr stem>{CENTERS_SUFFIX})")
-    p.add_argument("--encoding",
+    p.add_argument("--encoding", metavar="TYPE",
                    help="output data type of both patches images, OTB or GDAL name (uint8, int16, "
                         "uint16, int32, uint32, float, double, ...; default: the type of each input). "
                         "Values are clipped to the type's range then truncated, as OTB does")
-    p.add_argument("--lr_nodata", type=float,
-                   help="LR nodata value, any band (default: the file's nodata values and mask)")
-    p.add_argument("--hr_nodata", type=float,
-                   help="HR nodata value, any band (default: the file's nodata values and mask)")
+    p.add_argument("--lr_nodata", type=float, metavar="VALUE",
+                   help="treat this value as nodata in every LR band (default: the file's nodata values "
+                        "and mask)")
+    p.add_argument("--hr_nodata", type=float, metavar="VALUE",
+                   help="treat this value as nodata in every HR band (default: the file's nodata values "
+                        "and mask)")
     p.add_argument("--resample_hr", action="store_true",
                    help="when the HR pixel size is not the LR one / 4, its grid is not aligned with the LR "
                         "grid, or its CRS differs, warp the HR image on the fly with GDAL onto the LR grid "
                         "refined 4 times (without this flag, that is an error)")
     p.add_argument("--resampling", choices=RESAMPLINGS, default="cubic",
                    help="GDAL resampling of --resample_hr (default: cubic)")
-    p.add_argument("--max_patches", type=int,
+    p.add_argument("--max_patches", type=int, metavar="N",
                    help="keep at most this many patches, chosen at random among the valid ones "
                         "(kept in their original order)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of --max_patches (default: 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="random seed of --max_patches (default: 0)")
     p.add_argument("--quiet", action="store_true", help="log warnings only, no progress bar")
     return p
 
@@ -550,8 +561,8 @@ def extract(args: argparse.Namespace, centers_path: str) -> dict:
             _write_patches(out_lr, spill_lr, order, (lr.px, lr.py))
             _write_patches(out_hr, spill_hr, order, (hr.px, hr.py))
             _write_centers(out_c, lr_wkt, np.column_stack([cx, cy]), cand.source_fid[chosen],
-                           cand.lr_col[chosen], cand.lr_row[chosen], cand.field,
-                           [cand.values[j] for j in chosen] if cand.field is not None else [])
+                           cand.lr_col[chosen], cand.lr_row[chosen], cand.field_info,
+                           [cand.values[j] for j in chosen] if cand.field_info is not None else [])
         except RuntimeError as err:
             raise SR4RSError(f"cannot write the outputs ({str(err).strip()})") from None
         del spill_lr, spill_hr

@@ -90,11 +90,14 @@ def test_no_shuffle_keeps_file_order(two_pairs):
         assert sum(ids, []) == list(range(12))
 
 
-def test_stats_chunked_and_identical(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])  # float: Chan; integers: histograms
+def test_stats_chunked_and_identical(tmp_path, monkeypatch, dtype):
     monkeypatch.setattr(datasets, "CHUNK_BYTES", 100)  # several chunks per file
     rng = np.random.default_rng(0)
-    lr = rng.normal(100, 30, (5 * S, S, 3)).astype(np.float32)
-    hr = rng.normal(-50, 7, (5 * 4 * S, 4 * S, 3)).astype(np.float32)
+    lr = np.clip(rng.normal(100, 30, (5 * S, S, 3)), 0, 255).astype(dtype)
+    hr = np.clip(rng.normal(50, 7, (5 * 4 * S, 4 * S, 3)), 0, 255).astype(dtype)
+    if dtype == np.int16:
+        hr -= 200
     paths = [write_raster(str(tmp_path / "lr.tif"), lr)], [write_raster(str(tmp_path / "hr.tif"), hr)]
     mem, stream = PatchesDataset(*paths), PatchesDataset(*paths, streaming=True)
     assert mem.lr_stats == stream.lr_stats and mem.hr_stats == stream.hr_stats
