@@ -17,6 +17,8 @@ import constants
 
 logger = logging.getLogger(__name__)
 
+RESIDUALS = (None, "bicubic", "linear")
+SKIP_RADIUS = 3
 BLUR_FILTER = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]).astype(np.float32) / 16.0
 
 
@@ -66,6 +68,60 @@ def downscale(x: tf.Tensor, factor: int) -> tf.Tensor:
     if factor == 4:
         return tf.nn.avg_pool2d(x, ksize=4, strides=4, padding="VALID")
     raise ValueError(f"unsupported scale factor {factor}")
+
+
+def upsample_bicubic(x: tf.Tensor, factor: int) -> tf.Tensor:
+    """Bicubic upsampling by an integer factor (Keys a = -0.5, pixel centres aligned), in float32."""
+    x = tf.cast(x, tf.float32)
+    if factor == 1:
+        return x
+    shape = tf.shape(x)
+    return tf.image.resize(x, [factor * shape[1], factor * shape[2]], method="bicubic")
+
+
+def bicubic_phase_kernel(factor: int, radius: int, nchannels: int) -> np.ndarray:
+    """Kernel [2r+1, 2r+1, C, factor^2 C] of a conv whose output, rearranged by depth_to_space(factor),
+    is the bicubic upsampling of each band (exactly, away from the image borders)."""
+    size = 2 * radius + 1
+    impulse = np.zeros((1, size, size, 1), np.float32)
+    impulse[0, radius, radius, 0] = 1.0
+    response = upsample_bicubic(tf.constant(impulse), factor).numpy()[0, :, :, 0]
+    kernel = np.zeros((size, size, nchannels, factor * factor * nchannels), np.float32)
+    for dy in range(size):
+        for dx in range(size):
+            # the output cell (2r - dy, 2r - dx) sees the impulse through kernel tap (dy, dx)
+            cell = response[factor * (2 * radius - dy):][:factor, factor * (2 * radius - dx):][:, :factor]
+            if cell.shape != (factor, factor):
+                continue
+            for c in range(nchannels):
+                kernel[dy, dx, c, c::nchannels] = cell.reshape(-1)
+    return kernel
+
+
+class LinearSkip(tf.Module):
+    """Learned linear upsampling by `factor`: a (2r+1)x(2r+1) conv from the C bands to factor^2 x C
+    sub-pixel maps, rearranged with depth_to_space; borders mirrored. Starts as bicubic times `gain`.
+
+    Args:
+        scope: variable name prefix.
+        nchannels: bands.
+        factor: upsampling factor (1, 2 or 4).
+        gain: initial gain (hr_scale / lr_scale).
+        radius: half size of the conv window, in LR pixels.
+    """
+
+    def __init__(self, scope: str, nchannels: int, factor: int, gain: float, radius: int = SKIP_RADIUS):
+        super().__init__(name=scope.rsplit("/", 1)[-1])
+        self.factor, self.radius = factor, radius
+        initial = gain * bicubic_phase_kernel(factor, radius, nchannels)
+        self.kernel = tf.Variable(initial, name=f"{scope}/kernel")
+        self.bias = tf.Variable(tf.zeros([factor * factor * nchannels]), name=f"{scope}/bias")
+
+    def __call__(self, lr: tf.Tensor) -> tf.Tensor:
+        r = self.radius
+        x = tf.pad(tf.cast(lr, tf.float32), [[0, 0], [r, r], [r, r], [0, 0]], mode="SYMMETRIC")
+        y = tf.nn.conv2d(x, self.kernel, strides=1, padding="VALID") + self.bias
+        return tf.nn.depth_to_space(y, self.factor) if self.factor > 1 else y
 
 
 def fused_kernel(weight: tf.Tensor) -> tf.Tensor:
@@ -123,11 +179,15 @@ class Conv2D(tf.Module):
         c_in: input channels.
         c_out: output channels.
         use_bias: add a bias (fused resampling convs have none).
+        zero_init: start with zero weights instead of N(0, 1) (the output convs of a residual generator).
     """
 
-    def __init__(self, scope: str, ksize: int, c_in: int, c_out: int, use_bias: bool = True):
+    def __init__(self, scope: str, ksize: int, c_in: int, c_out: int, use_bias: bool = True,
+                 zero_init: bool = False):
         super().__init__()
-        self.weight = tf.Variable(tf.random.normal([ksize, ksize, c_in, c_out]), name=f"{scope}/weight")
+        shape = [ksize, ksize, c_in, c_out]
+        initial = tf.zeros(shape) if zero_init else tf.random.normal(shape)
+        self.weight = tf.Variable(initial, name=f"{scope}/weight")
         self.bias = tf.Variable(tf.zeros([c_out]), name=f"{scope}/bias") if use_bias else None
         self.runtime_scale = math.sqrt(2.0) / math.sqrt(ksize * ksize * c_in)
 
@@ -199,11 +259,12 @@ class _ResBlock(tf.Module):
 class _UpscaleStage(tf.Module):
     """Fused 2x upscaling conv, blur, lrelu, pixnorm, then conv + lrelu + pixnorm blocks; 1x1 output."""
 
-    def __init__(self, scope: str, c_in: int, dim: int, ksizes: tuple[int, ...], nchannels: int):
+    def __init__(self, scope: str, c_in: int, dim: int, ksizes: tuple[int, ...], nchannels: int,
+                 zero_output: bool):
         super().__init__(name=scope.rsplit("/", 1)[-1])
         self.upsample = UpscaleConv2D(f"{scope}/conv_upsample", 3, c_in, dim)
         self.convs = [Conv2D(f"{scope}/conv{i + 1}", k, dim, dim) for i, k in enumerate(ksizes)]
-        self.output = Conv2D(f"{scope}/output", 1, dim, nchannels)
+        self.output = Conv2D(f"{scope}/output", 1, dim, nchannels, zero_init=zero_output)
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         x = pixel_norm(lrelu(blur(self.upsample(x))))
@@ -219,18 +280,33 @@ class Generator(tf.Module):
         nchannels: number of bands of the LR and HR images.
         nresblocks: residual blocks in the encoder.
         dim: base depth.
+        residual: None for the original network. "bicubic": each output is the bicubic upsampling of
+            the input (times residual_gain) plus the network's output; "linear": the same with a learned
+            linear upsampling (LinearSkip, starting as bicubic) instead. In both, the output convs start
+            at zero, so the untrained generator is exactly the skip.
+        residual_gain: hr_scale / lr_scale, turning scaled LR values into scaled HR values.
     """
 
-    def __init__(self, nchannels: int, nresblocks: int = 16, dim: int = 64):
+    def __init__(self, nchannels: int, nresblocks: int = 16, dim: int = 64, residual: str | None = None,
+                 residual_gain: float = 1.0):
         super().__init__(name=constants.GEN_SCOPE)
+        if residual not in RESIDUALS:
+            raise ValueError(f"unknown residual {residual}")
         scope = constants.GEN_SCOPE
         self.nchannels = nchannels
+        self.residual = residual
+        self.residual_gain = residual_gain
+        if residual == "linear":
+            # one per output scale, in constants.FACTORS order (a list: checkpoints need string dict keys)
+            self.skips = [LinearSkip(f"{scope}/skip_{f}x", nchannels, constants.SCALE // f, residual_gain)
+                          for f in constants.FACTORS]
+        zero = residual is not None
         self.conv1 = Conv2D(f"{scope}/encoder/conv1_9x9", 9, nchannels, dim)
         self.resblocks = [_ResBlock(f"{scope}/encoder/ResBlock{i}", dim) for i in range(nresblocks)]
         self.lr_conv = Conv2D(f"{scope}/res_1x/conv1", 3, dim, dim)
-        self.lr_output = Conv2D(f"{scope}/res_1x/output", 1, dim, nchannels)
-        self.half = _UpscaleStage(f"{scope}/res_2x", dim, 4 * dim, (3, 3, 5), nchannels)
-        self.full = _UpscaleStage(f"{scope}/res_4x", 4 * dim, 4 * dim, (3, 3, 9), nchannels)
+        self.lr_output = Conv2D(f"{scope}/res_1x/output", 1, dim, nchannels, zero_init=zero)
+        self.half = _UpscaleStage(f"{scope}/res_2x", dim, 4 * dim, (3, 3, 5), nchannels, zero)
+        self.full = _UpscaleStage(f"{scope}/res_4x", 4 * dim, 4 * dim, (3, 3, 9), nchannels, zero)
 
     def __call__(self, lr: tf.Tensor) -> dict[int, tf.Tensor]:
         skip = lrelu(self.conv1(lr))
@@ -243,6 +319,12 @@ class Generator(tf.Module):
         outputs[2] = self.half.output(net)
         net = self.full(net)
         outputs[1] = self.full.output(net)
+        for i, factor in enumerate(constants.FACTORS if self.residual else ()):
+            if self.residual == "linear":
+                skip = self.skips[i](lr)
+            else:
+                skip = self.residual_gain * upsample_bicubic(lr, constants.SCALE // factor)
+            outputs[factor] += tf.cast(skip, outputs[factor].dtype)
         return outputs
 
 

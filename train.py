@@ -24,6 +24,7 @@ from errors import SR4RSError, run_cli, setup_logging
 from export import check_new_savedmodel_path, export_savedmodel
 from network import nice_preview
 from raster import open_raster, read_array
+from skip_fit import fit_linear_skips
 from trainer import TrainConfig, Trainer
 from vgg import VGG19Features, load_vgg19_weights
 
@@ -34,6 +35,9 @@ MIN_BATCH_SIZE = 3
 # under this budget (previews larger than that are cropped around their centre).
 PREVIEW_MAP_BUDGET = 256 * 2 ** 20
 BICUBIC_PREVIEW = "preview_bicubic"
+# The least-squares fit of --residual linear reads at most LSFIT_BATCHES batches of LSFIT_BATCH patches.
+LSFIT_BATCH = 64
+LSFIT_BATCHES = 500
 LEARNING_RATE = "learning_rate"
 
 
@@ -80,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read patches from disk on the fly (low RAM, more file system reads)")
     g.add_argument("--pretrain", action="store_true",
                    help="first train --epochs epochs with the L1/L2 losses only, then the GAN")
+    g.add_argument("--residual", choices=["bicubic", "linear"],
+                   help="not in the original network (default: off): each output = an upsampling of the "
+                        "input + the network's output (whose output convs start at zero). bicubic: fixed "
+                        "bicubic upsampling; linear: a learned linear upsampling (7x7 LR window), first "
+                        "fitted by least squares on the training patches, so training starts from the best "
+                        "linear super-resolution of your data (see README)")
     g.add_argument("--seed", type=int, help="random seed (weights, shuffling) for reproducible runs")
     return p
 
@@ -118,6 +128,8 @@ def run_name(args: argparse.Namespace, now: datetime.datetime) -> str:
              ("VGGFeat", args.vggfeatures if args.vggfile else 0), ("Loss", args.losstype),
              ("D", args.depth), ("RB", args.nresblocks), ("LRSC", args.lr_scale), ("HRSC", args.hr_scale)]
     name = "SR4RS" + "".join(f"_{key}{value}" for key, value in parts if value)
+    if args.residual:
+        name += f"_Residual-{args.residual}"
     if args.pretrain:
         name += "pretrained"
     return name + f"_{now.day}{now.strftime('%b')}_{now.hour}h{now.minute}min"
@@ -135,6 +147,7 @@ def log_summary(args: argparse.Namespace) -> None:
     rows += [("Base depth", args.depth), ("Number of ResBlocks", args.nresblocks),
              ("Low-res image scale", args.lr_scale), ("Hi-res image scale", args.hr_scale),
              ("Pre-training", "yes" if args.pretrain else "no"),
+             ("Residual skip", args.residual or "none (original network)"),
              ("Patches reading", "streaming" if args.streaming else "in memory")]
     logger.info("************ Parameters summary ************")
     for label, value in rows:
@@ -226,6 +239,8 @@ class Checkpoints:
         variables = self.trainer.generator.variables + self.trainer.discriminator.variables
         for var in variables:
             name = var.name.split(":")[0]
+            if name not in names and "/skip_" in name:
+                continue  # the --residual linear skips are not in the original network
             if name not in names:
                 raise SR4RSError(f"{path}: variable {name} is missing (not an SR4RS checkpoint, or another "
                                  "network size)")
@@ -293,8 +308,12 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
     config = TrainConfig(nbands=patches.nbands, depth=args.depth, nresblocks=args.nresblocks,
                          lr_scale=args.lr_scale, hr_scale=args.hr_scale, adam_lr=args.adam_lr,
                          adam_b1=args.adam_b1, l1weight=args.l1weight, l2weight=args.l2weight,
-                         vggweight=args.vggweight, ganweight=args.ganweight, losstype=args.losstype)
+                         vggweight=args.vggweight, ganweight=args.ganweight, losstype=args.losstype,
+                         residual=args.residual)
     trainer = Trainer(config, strategy, vgg_features)
+    if args.residual == "linear":
+        batches = patches.tf_dataset(min(LSFIT_BATCH, patches.n_patches), shuffle=False)
+        fit_linear_skips(trainer.generator, batches.take(LSFIT_BATCHES), args.lr_scale, args.hr_scale)
     checkpoints = Checkpoints(trainer, args.save_ckpt, name)
     if args.load_ckpt:
         checkpoints.restore(args.load_ckpt)
@@ -348,7 +367,8 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
         export_savedmodel(trainer.generator, args.savedmodel, patches.nbands, args.lr_scale, args.hr_scale,
                           description={"lr_stats": patches.lr_stats, "hr_stats": patches.hr_stats,
                                        "dtype": np.dtype(patches.dtype).name, "depth": args.depth,
-                                       "nresblocks": args.nresblocks, "run": name,
+                                       "nresblocks": args.nresblocks, "residual": args.residual,
+                                       "run": name,
                                        "epochs_done": int(checkpoints.epoch), "steps": int(checkpoints.step),
                                        "train_args": vars(args)})
 

@@ -37,6 +37,7 @@ class TrainConfig:
     vggweight: float = 1e-5
     ganweight: float = 1.0
     losstype: str = "WGAN-GP"
+    residual: str | None = None
 
 
 class Adam(tf.Module):
@@ -99,7 +100,8 @@ class Trainer(tf.Module):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.vgg_features = vgg_features
         with self.strategy.scope():
-            self.generator = Generator(config.nbands, config.nresblocks, config.depth)
+            self.generator = Generator(config.nbands, config.nresblocks, config.depth, config.residual,
+                                       residual_gain=config.hr_scale / config.lr_scale)
             self.discriminator = Discriminator(config.depth)
             self.discriminator.build(config.nbands)
             gen_vars = list(self.generator.trainable_variables)

@@ -14,6 +14,7 @@ import extract_patches
 import train
 from errors import run_cli
 from export import read_metadata
+from raster import open_raster, read_array
 
 TINY = ["--depth", "4", "--nresblocks", "1", "--epochs", "1", "--batchsize", "4", "--previews_step", "3"]
 
@@ -160,3 +161,27 @@ def test_an_original_tf1_checkpoint_loads_into_the_networks(tmp_path_factory):
     expected = original(**{"lr_input:0": tf.constant(lr)})["output_32:0"].numpy()
     ours = trainer.generate(tf.constant(lr))[1].numpy()[:, 32:-32, 32:-32]
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_residual_linear_starts_from_the_least_squares_fit(data, tmp_path):
+    patches = {k: str(tmp_path / f"{k}16.tif") for k in ("lr", "hr")}
+    scene = data["dir"] / "scene"
+    assert extract_patches.main(["--lr", str(scene / "demo_lr_10m.tif"), "--hr",
+                                 str(scene / "demo_hr_2.5m.tif"), "--lr_patchsize", "16", "--step", "4",
+                                 "--out_lr", patches["lr"], "--out_hr", patches["hr"], "--quiet"]) == 0
+    args = ["--lr_patches", patches["lr"], "--hr_patches", patches["hr"], "--residual", "linear",
+            "--save_ckpt", str(tmp_path / "ck") + "/", "--logdir", str(tmp_path / "logs"),
+            "--savedmodel", str(tmp_path / "model"), "--l1weight", "1", "--l2weight", "0",
+            "--adam_lr", "1e-9", *TINY]
+    assert run_cli(train.main, args) == 0
+    assert "_Residual-linear" in os.listdir(tmp_path / "logs")[0]
+    assert read_metadata(str(tmp_path / "model"))["residual"] == "linear"
+    # with a negligible learning rate the model is the fit: closer to the HR patches than bicubic
+    lr_patches = read_array(open_raster(patches["lr"])).reshape(-1, 16, 16, 4).astype(np.float32)
+    hr_patches = read_array(open_raster(patches["hr"])).reshape(-1, 64, 64, 4).astype(np.float32)
+    signature = tf.saved_model.load(str(tmp_path / "model")).signatures[constants.SIGNATURE_KEY]
+    padded = np.pad(lr_patches, ((0, 0), (8, 8), (8, 8), (0, 0)), mode="symmetric")
+    sr = signature(lr_input=tf.constant(padded))["output_32"].numpy()[:, 12:-12, 12:-12]
+    bicubic = tf.image.resize(lr_patches, [64, 64], method="bicubic").numpy()[:, 12:-12, 12:-12]
+    target = hr_patches[:, 12:-12, 12:-12]
+    assert np.mean((sr - target) ** 2) < 0.9 * np.mean((bicubic - target) ** 2)
