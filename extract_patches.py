@@ -428,7 +428,9 @@ def _write_centers(path: str, srs_wkt: str, xy: np.ndarray, patch_fids: np.ndarr
 
 def _fill_centers(ds: ogr.DataSource, srs_wkt: str, xy: np.ndarray, patch_fids: np.ndarray, cols: np.ndarray,
                   rows: np.ndarray, field_defn: tuple[str, int] | None, values: list) -> None:
-    layer = ds.CreateLayer(CENTERS_LAYER, _srs_of(srs_wkt), ogr.wkbPoint)
+    # No R-tree index: TensorFlow, when loaded in the same process, brings an SQLite without the rtree
+    # module that GDAL would then use ("no such module: rtree"); a few thousand points need no index.
+    layer = ds.CreateLayer(CENTERS_LAYER, _srs_of(srs_wkt), ogr.wkbPoint, options=["SPATIAL_INDEX=NO"])
     for name in ("patch", "lr_col", "lr_row"):
         layer.CreateField(ogr.FieldDefn(name, ogr.OFTInteger))
     layer.CreateField(ogr.FieldDefn("source_fid", ogr.OFTInteger64))
