@@ -113,3 +113,39 @@ def atomic_output(path: str) -> Iterator[str]:
     aux = tmp + ".aux.xml"
     if os.path.exists(aux):
         os.replace(aux, path + ".aux.xml")
+
+
+def read_sample(ds: gdal.Dataset, max_size: int = 512) -> np.ndarray:
+    """A decimated read of the whole image (nearest neighbour, at most max_size pixels a side), as
+    [rows, cols, bands]: cheap statistics on images of any size.
+
+    Args:
+        ds: the image.
+        max_size: the largest side of the sample.
+    """
+    step = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / max_size)
+    cols, rows = max(1, round(ds.RasterXSize / step)), max(1, round(ds.RasterYSize / step))
+    try:
+        arr = ds.ReadAsArray(buf_xsize=cols, buf_ysize=rows)
+    except RuntimeError as err:
+        raise SR4RSError(f"{ds.GetDescription()}: read failed ({str(err).strip()})") from None
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    return np.moveaxis(arr, 0, -1)
+
+
+def valid_mask(array: np.ndarray, nodata: float | None) -> np.ndarray:
+    """True where a value is valid: not NaN and not equal to the nodata value (when there is one)."""
+    valid = ~np.isnan(array) if np.issubdtype(array.dtype, np.floating) else np.ones(array.shape, bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= array != nodata
+    return valid
+
+
+def copy_band_metadata(src: gdal.Dataset, dst: gdal.Dataset) -> None:
+    """Copy band descriptions and colour interpretations from src to dst (same band count)."""
+    for b in range(1, min(src.RasterCount, dst.RasterCount) + 1):
+        src_band, dst_band = src.GetRasterBand(b), dst.GetRasterBand(b)
+        if src_band.GetDescription():
+            dst_band.SetDescription(src_band.GetDescription())
+        dst_band.SetColorInterpretation(src_band.GetColorInterpretation())
