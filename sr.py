@@ -1,0 +1,202 @@
+"""Step 3 of SR4RS: apply a SavedModel to a whole LR image and write the fake HR image (4x the pixels).
+
+    python sr.py --input S2_10m.tif --savedmodel model/ --output S2_2.5m.tif
+
+Two engines: OTBTF's TensorflowModelServe, as the original SR4RS (`--engine otb`), and a built-in
+GDAL + TensorFlow one that needs no OTB (`--engine tf`). `--engine auto` takes OTB when it is there.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+import constants
+import otb_engine
+import tiler
+from errors import SR4RSError, run_cli, setup_logging
+from otb_env import load_otb
+from raster import (
+    check_output_path,
+    gdal_type,
+    nodata_value,
+    numpy_dtype,
+    numpy_type_of,
+    open_raster,
+    read_sample,
+    valid_mask,
+)
+from sr_model import Signature, band_statistics, check_input, inspect_savedmodel
+
+logger = logging.getLogger("sr")
+
+CREATION_OPTION_PREFIX = "gdal:co:"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of sr.py."""
+    parser = argparse.ArgumentParser(
+        description="Generate a fake HR image (4x the pixels) from a LR image with an SR4RS SavedModel.")
+    parser.add_argument("--input", required=True,
+                        help="input LR image, in the same dynamic as the LR patches the model was trained on")
+    parser.add_argument("--savedmodel", required=True, help="SavedModel directory")
+    parser.add_argument("--output", required=True,
+                        help="output HR GeoTIFF; OTB extended filenames work: out.tif?&gdal:co:COMPRESS=ZSTD")
+    parser.add_argument("--ts", type=int, default=512,
+                        help="tile size in HR pixels, a multiple of 4 (default %(default)s): larger is "
+                             "faster and needs more memory")
+    parser.add_argument("--pad", type=int, default=64, choices=constants.PADS,
+                        help="margin in HR pixels computed around each tile and dropped, i.e. the model "
+                             "output output_<pad> (default %(default)s); must cover the model's receptive "
+                             "field for seamless tiles")
+    parser.add_argument("--encoding", default="auto",
+                        help="output data type: auto (the input's, default), uint8, int16, uint16, int32, "
+                             "uint32, float32, float64, or OTB names (unsigned_char, short, unsigned_short, "
+                             "int, unsigned_int, float, double); integers are rounded and clamped")
+    parser.add_argument("--engine", default="auto", choices=("auto", "otb", "tf"),
+                        help="otb: OTBTF TensorflowModelServe (output shrunk by the margins); tf: built-in "
+                             "GDAL + TensorFlow engine (whole input extent, borders mirrored); auto "
+                             "(default): otb when otbApplication with TensorflowModelServe can be imported")
+    parser.add_argument("--nodata", type=float,
+                        help="input nodata value (default: the input's own); nodata and NaN pixels are "
+                             "filled before inference and set to nodata in the output")
+    parser.add_argument("--co", action="append", default=[], metavar="KEY=VALUE",
+                        help="GeoTIFF creation option, repeatable (default: TILED=YES, COMPRESS=DEFLATE, "
+                             "PREDICTOR, BIGTIFF=IF_SAFER)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="tiles per model call, tf engine (default %(default)s): more can help on GPUs "
+                             "with small tiles")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar; warnings and errors only")
+    return parser
+
+
+def split_extended_filename(name: str) -> tuple[str, dict[str, str], list[str]]:
+    """Split an OTB extended filename `out.tif?&gdal:co:KEY=VALUE&other=...` into the path, the GDAL
+    creation options and the other options (`key=value` strings)."""
+    path, _, extended = name.partition("?")
+    options: dict[str, str] = {}
+    others = []
+    for item in filter(None, extended.split("&")):
+        if item.startswith(CREATION_OPTION_PREFIX) and "=" in item:
+            key, value = item[len(CREATION_OPTION_PREFIX):].split("=", 1)
+            options[key.upper()] = value
+        else:
+            others.append(item)
+    return path, options, others
+
+
+def creation_options(user: dict[str, str], gdal_type_code: int, ts: int) -> dict[str, str]:
+    """Tiled, compressed GeoTIFF by default (blocks aligned with the tiles when possible); the user's
+    options win.
+
+    Args:
+        user: KEY -> VALUE given by --co and the extended filename.
+        gdal_type_code: output GDAL data type.
+        ts: tile size.
+    """
+    block = next((b for b in (512, 256, 128, 64) if ts % b == 0), 256)
+    options = {"TILED": "YES", "BLOCKXSIZE": str(block), "BLOCKYSIZE": str(block), "COMPRESS": "DEFLATE",
+               "BIGTIFF": "IF_SAFER"}
+    if "COMPRESS" not in user:
+        options["PREDICTOR"] = "3" if np.issubdtype(numpy_type_of(gdal_type_code), np.floating) else "2"
+    options.update(user)
+    return options
+
+
+def parse_co(items: Sequence[str]) -> dict[str, str]:
+    """--co KEY=VALUE items -> {KEY: VALUE}."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SR4RSError(f"--co {item}: expected KEY=VALUE (e.g. --co COMPRESS=ZSTD)")
+        options[key.upper()] = value
+    return options
+
+
+def output_nodata(nodata: float | None, input_dtype: np.dtype, out_dtype: np.dtype) -> float | None:
+    """The nodata value the output declares: the input's; NaN for a float input and output without one;
+    refused when the output type cannot hold it.
+
+    Args:
+        nodata: input nodata value, or None.
+        input_dtype: input data type.
+        out_dtype: output data type.
+    """
+    floats = np.issubdtype(out_dtype, np.floating)
+    if nodata is None:
+        return math.nan if floats and np.issubdtype(input_dtype, np.floating) else None
+    if not floats:
+        info = np.iinfo(out_dtype)
+        if math.isnan(nodata) or nodata != round(nodata) or not info.min <= nodata <= info.max:
+            raise SR4RSError(f"the nodata value {nodata} cannot be stored as {out_dtype}: "
+                             "choose another --encoding or --nodata")
+    return nodata
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad values before any work."""
+    if args.ts <= 0 or (args.ts + 2 * args.pad) % constants.SCALE:
+        raise SR4RSError(f"--ts {args.ts}: ts + 2*pad must be a positive multiple of {constants.SCALE} "
+                         f"(the LR window is (ts + 2*pad)/{constants.SCALE} pixels): use e.g. "
+                         f"--ts {max(constants.SCALE, args.ts // constants.SCALE * constants.SCALE)}")
+    if args.batch < 1:
+        raise SR4RSError(f"--batch {args.batch}: give at least 1")
+
+
+def choose_engine(name: str) -> str:
+    """'otb' or 'tf' for --engine auto/otb/tf."""
+    if name == "tf":
+        return "tf"
+    if load_otb() is not None:
+        return "otb"
+    if name == "otb":
+        raise SR4RSError("--engine otb: otbApplication with TensorflowModelServe cannot be imported "
+                         "(run `make otb`, or use the OTBTF Docker image), or use --engine tf")
+    logger.info("OTB's TensorflowModelServe is not available: using the built-in engine")
+    return "tf"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run sr.py with the given arguments (default: the command line)."""
+    args = build_parser().parse_args(argv)
+    setup_logging(verbose=not args.quiet)
+    check_arguments(args)
+    output, user_options, extended = split_extended_filename(args.output)
+    user_options.update(parse_co(args.co))
+    check_output_path(output)
+    if os.path.abspath(output) == os.path.abspath(args.input):
+        raise SR4RSError(f"{output}: the output would overwrite the input")
+    src = open_raster(args.input)
+    info = inspect_savedmodel(args.savedmodel)
+    info.output_key(args.pad)
+    out_type = gdal_type(args.encoding) if args.encoding != "auto" else src.GetRasterBand(1).DataType
+    nodata = args.nodata if args.nodata is not None else nodata_value(src)
+    out_nodata = output_nodata(nodata, numpy_dtype(src), numpy_type_of(out_type))
+    sample = read_sample(src)
+    stats = band_statistics(sample, valid_mask(sample, nodata))
+    check_input(info, src.RasterCount, stats)
+    options = creation_options(user_options, out_type, args.ts)
+    engine = choose_engine(args.engine)
+    logger.info("%s -> %s with %s (engine %s, ts %s, pad %s, %s)", args.input, output, args.savedmodel,
+                engine, args.ts, args.pad, numpy_type_of(out_type))
+    if engine == "otb":
+        otb_engine.run(args.input, args.savedmodel, output, args.ts, args.pad, out_type, nodata, out_nodata,
+                       options, extended, args.quiet)
+        return 0
+    if extended:
+        logger.warning("extended filename options ignored by the built-in engine: %s", "&".join(extended))
+    settings = tiler.Settings(ts=args.ts, pad=args.pad, gdal_type=out_type, nodata=nodata,
+                              out_nodata=out_nodata, fill=tuple(stats["mean"]), creation_options=options,
+                              batch=args.batch, quiet=args.quiet)
+    tiler.run(args.input, Signature(info, args.pad), output, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
