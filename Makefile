@@ -12,6 +12,7 @@ OTB_DIR ?= .otb
 PYTEST_ARGS ?=
 
 .PHONY: install test lint otb demo clean
+DEMO_OUT ?= demo_out
 
 install: $(STAMP)
 
@@ -38,6 +39,9 @@ test: install
 # against $(VENV)'s TensorFlow (scripts/build_otbtf.sh; does nothing when already up to date).
 otb: install
 	@OTBTF_SRC="$(OTBTF_SRC)" OTB_SWIG_SRC="$(OTB_SWIG_SRC)" bash scripts/build_otbtf.sh "$(OTB_DIR)" "$(PY)"
+
+demo: install
+	$(PY) demo.py --out $(DEMO_OUT)
 
 clean:
 	rm -rf $(VENV) $(OTB_DIR) demo_out .pytest_cache

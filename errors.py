@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 LOG_FORMAT = "%(asctime)s %(levelname)-8s %(message)s"
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class SR4RSError(Exception):
@@ -16,7 +18,14 @@ def setup_logging(verbose: bool = True) -> None:
     """Configure the root logger the way every SR4RS command logs (time, level, message)."""
     logging.basicConfig(format=LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S",
                         level=logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # its INFO lines are internals
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_project_info_only)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # it has a handler of its own
+
+
+def _project_info_only(record: logging.LogRecord) -> bool:
+    """Keep warnings from anywhere, but INFO lines only from SR4RS (TensorFlow's are internals)."""
+    return record.levelno >= logging.WARNING or os.path.dirname(record.pathname) + os.sep == PROJECT_DIR
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
