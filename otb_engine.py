@@ -34,14 +34,28 @@ MAX_ORIGIN_ERROR = 2.0
 
 
 def otb_output_size(width: int, height: int, ts: int, pad: int) -> tuple[int, int]:
-    """HR size of OTB's output for an LR input of width x height: 4 times the input minus the margins
-    (plus 3, from OTB's extent arithmetic), rounded down to a multiple of the tile size."""
+    """HR size of OTB's output: 4 times the input minus the margins (plus 3, from OTB's extent
+    arithmetic), rounded down to a multiple of the tile size.
+
+    Args:
+        width: input columns.
+        height: input rows.
+        ts: tile size (HR pixels).
+        pad: margin (HR pixels).
+    """
     return tuple((constants.SCALE * n - 2 * pad + constants.SCALE - 1) // ts * ts for n in (width, height))
 
 
 def output_filename(path: str, creation_options: dict[str, str], extended: list[str], ts: int) -> str:
     """OTB output filename: path + extended filename (creation options, the user's other options, and
-    tiled streaming by rows of `ts`)."""
+    tiled streaming by rows of `ts`).
+
+    Args:
+        path: the file to write.
+        creation_options: GDAL creation options.
+        extended: other extended filename options (`key=value`).
+        ts: tile size (HR pixels).
+    """
     parts = [f"gdal:co:{key}={value}" for key, value in creation_options.items()] + list(extended)
     parts += ["streaming:type=tiled", "streaming:sizemode=height", f"streaming:sizevalue={ts}"]
     return path + "?&" + "&".join(parts)

@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def split_extended_filename(name: str) -> tuple[str, dict[str, str], list[str]]:
     """Split an OTB extended filename `out.tif?&gdal:co:KEY=VALUE&other=...` into the path, the GDAL
-    creation options and the other options (`key=value` strings)."""
+    creation options and the other options (`key=value` strings).
+
+    Args:
+        name: the --output value.
+    """
     path, _, extended = name.partition("?")
     options: dict[str, str] = {}
     others = []
@@ -109,7 +113,11 @@ def creation_options(user: dict[str, str], gdal_type_code: int, ts: int) -> dict
 
 
 def parse_co(items: Sequence[str]) -> dict[str, str]:
-    """--co KEY=VALUE items -> {KEY: VALUE}."""
+    """--co KEY=VALUE items -> {KEY: VALUE}.
+
+    Args:
+        items: the --co values.
+    """
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -140,7 +148,11 @@ def output_nodata(nodata: float | None, input_dtype: np.dtype, out_dtype: np.dty
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Refuse bad values before any work."""
+    """Refuse bad values before any work.
+
+    Args:
+        args: the parsed command line.
+    """
     if args.ts <= 0 or (args.ts + 2 * args.pad) % constants.SCALE:
         raise SR4RSError(f"--ts {args.ts}: ts + 2*pad must be a positive multiple of {constants.SCALE} "
                          f"(the LR window is (ts + 2*pad)/{constants.SCALE} pixels): use e.g. "
@@ -150,7 +162,11 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def choose_engine(name: str) -> str:
-    """'otb' or 'tf' for --engine auto/otb/tf."""
+    """'otb' or 'tf' for --engine auto/otb/tf.
+
+    Args:
+        name: the --engine value.
+    """
     if name == "tf":
         return "tf"
     if load_otb() is not None:
@@ -163,7 +179,11 @@ def choose_engine(name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run sr.py with the given arguments (default: the command line)."""
+    """Run sr.py.
+
+    Args:
+        argv: the arguments (default: the command line).
+    """
     args = build_parser().parse_args(argv)
     setup_logging(verbose=not args.quiet)
     check_arguments(args)

@@ -61,7 +61,13 @@ class Settings:
 
 
 def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
-    """Indices [start, stop) folded into [0, size) by symmetric mirroring: ... 1 0 | 0 1 ... n-1 | n-1 ..."""
+    """Indices [start, stop) folded into [0, size) by symmetric mirroring: ... 1 0 | 0 1 ... n-1 | n-1 ...
+
+    Args:
+        start: first index (may be negative).
+        stop: end index (may be beyond size).
+        size: the axis length.
+    """
     idx = np.mod(np.arange(start, stop), 2 * size)
     return np.where(idx >= size, 2 * size - 1 - idx, idx)
 
@@ -143,7 +149,13 @@ class _Job:
 
 
 def create_output(path: str, src: gdal.Dataset, settings: Settings) -> gdal.Dataset:
-    """The output GeoTIFF: 4 times the input's pixels over the same extent, same CRS and band metadata."""
+    """The output GeoTIFF: 4 times the input's pixels over the same extent, same CRS and band metadata.
+
+    Args:
+        path: the file to create.
+        src: the input image.
+        settings: output type, nodata, creation options.
+    """
     options = [f"{key}={value}" for key, value in settings.creation_options.items()]
     try:
         dst = gdal.GetDriverByName("GTiff").Create(path, src.RasterXSize * constants.SCALE,
