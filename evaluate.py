@@ -25,7 +25,7 @@ from osgeo import gdal, osr
 
 import constants
 from errors import SR4RSError, run_cli, setup_logging
-from raster import atomic_output, check_output_path, nodata_value, open_raster, read_array
+from raster import atomic_output, check_output_path, nodata_value, open_raster, read_array, srs_from_wkt
 
 gdal.UseExceptions()
 logger = logging.getLogger(__name__)
@@ -249,16 +249,6 @@ class Grid:
         return x0, y0 + py * self.height, x0 + px * self.width, y0
 
 
-def _srs_of(ds: gdal.Dataset) -> osr.SpatialReference | None:
-    wkt = ds.GetProjection()
-    if not wkt:
-        return None
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
-
-
 def _grid_of(ds: gdal.Dataset, name: str) -> Grid | None:
     gt = ds.GetGeoTransform(can_return_null=True)
     if gt is None:
@@ -266,7 +256,7 @@ def _grid_of(ds: gdal.Dataset, name: str) -> Grid | None:
     if gt[2] != 0 or gt[4] != 0 or gt[1] <= 0 or gt[5] >= 0:
         raise SR4RSError(f"{name} {ds.GetDescription()}: only north-up images are supported "
                          f"(geotransform {tuple(gt)})")
-    return Grid(tuple(gt), ds.RasterXSize, ds.RasterYSize, _srs_of(ds))
+    return Grid(tuple(gt), ds.RasterXSize, ds.RasterYSize, srs_from_wkt(ds.GetProjection()))
 
 
 def _same_srs(a: osr.SpatialReference | None, b: osr.SpatialReference | None) -> bool:

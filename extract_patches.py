@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from constants import SCALE
 from errors import SR4RSError, run_cli, setup_logging
-from raster import atomic_output, check_output_path, gdal_type, numpy_type_of, open_raster
+from raster import atomic_output, check_output_path, gdal_type, numpy_type_of, open_raster, srs_from_wkt
 
 logger = logging.getLogger(__name__)
 gdal.UseExceptions()
@@ -261,15 +261,6 @@ def _check_args(args: argparse.Namespace) -> str:
     return centers
 
 
-def _srs_of(wkt: str) -> osr.SpatialReference | None:
-    if not wkt:
-        return None
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
-
-
 def _same_size(a: float, b: float) -> bool:
     return abs(a - b) <= PIXEL_SIZE_RTOL * abs(b)
 
@@ -364,7 +355,7 @@ def _point_candidates(path: str, layer_name: str | None, field_name: str | None,
     x = np.array(xs, dtype=np.float64)
     y = np.array(ys, dtype=np.float64)
     vec_srs = layer.GetSpatialRef()
-    lr_srs = _srs_of(lr_wkt)
+    lr_srs = srs_from_wkt(lr_wkt)
     if vec_srs is None or lr_srs is None:
         if vec_srs is not None or lr_srs is not None:
             logger.warning("%s or the LR image has no CRS: assuming both use the same", path)
@@ -430,7 +421,7 @@ def _fill_centers(ds: ogr.DataSource, srs_wkt: str, xy: np.ndarray, patch_fids: 
                   rows: np.ndarray, field_defn: tuple[str, int] | None, values: list) -> None:
     # No R-tree index: TensorFlow, when loaded in the same process, brings an SQLite without the rtree
     # module that GDAL would then use ("no such module: rtree"); a few thousand points need no index.
-    layer = ds.CreateLayer(CENTERS_LAYER, _srs_of(srs_wkt), ogr.wkbPoint, options=["SPATIAL_INDEX=NO"])
+    layer = ds.CreateLayer(CENTERS_LAYER, srs_from_wkt(srs_wkt), ogr.wkbPoint, options=["SPATIAL_INDEX=NO"])
     for name in ("patch", "lr_col", "lr_row"):
         layer.CreateField(ogr.FieldDefn(name, ogr.OFTInteger))
     layer.CreateField(ogr.FieldDefn("source_fid", ogr.OFTInteger64))
@@ -468,7 +459,7 @@ def _open_inputs(args: argparse.Namespace) -> tuple[Grid, Grid, Source, Source, 
                          "(LR and HR need the same bands in the same order)")
     nbands = lr_ds.RasterCount
     lr_wkt = lr_ds.GetProjection()
-    lr_srs, hr_srs = _srs_of(lr_wkt), _srs_of(hr_ds.GetProjection())
+    lr_srs, hr_srs = srs_from_wkt(lr_wkt), srs_from_wkt(hr_ds.GetProjection())
     if lr_srs is not None and hr_srs is not None and not lr_srs.IsSame(hr_srs):
         problem = f"its CRS differs from {args.lr}'s"
     elif not (_same_size(hr.px * SCALE, lr.px) and _same_size(hr.py * SCALE, lr.py)):

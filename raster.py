@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 
 import numpy as np
-from osgeo import gdal, gdal_array
+from osgeo import gdal, gdal_array, osr
 
 from errors import SR4RSError
 
@@ -149,3 +149,13 @@ def copy_band_metadata(src: gdal.Dataset, dst: gdal.Dataset) -> None:
         if src_band.GetDescription():
             dst_band.SetDescription(src_band.GetDescription())
         dst_band.SetColorInterpretation(src_band.GetColorInterpretation())
+
+
+def srs_from_wkt(wkt: str) -> osr.SpatialReference | None:
+    """A spatial reference in traditional GIS axis order (x = easting/longitude), or None for no CRS."""
+    if not wkt:
+        return None
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs

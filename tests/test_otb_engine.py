@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import write_raster
 from osgeo import gdal
-from sr_models import cached, generator_model, nearest_export, tf1_nearest_model
+from sr_models import cached, nearest_export
 
 import otb_engine
 import sr
@@ -27,16 +27,6 @@ needs_otb = pytest.mark.skipif(OTB is None, reason="OTBTF's TensorflowModelServe
 def nearest(tmp_path_factory: pytest.TempPathFactory) -> str:
     """OTB needs a fixed band count: this project's export of an exact nearest-neighbour model, 1 band."""
     return cached(tmp_path_factory, "nearest_export1", lambda p: nearest_export(p, 1))
-
-
-@pytest.fixture(scope="module")
-def tf1_nearest(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return cached(tmp_path_factory, "tf1_nearest", tf1_nearest_model)
-
-
-@pytest.fixture(scope="module")
-def generator3(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return cached(tmp_path_factory, "generator3", lambda p: generator_model(p, 3))
 
 
 def test_parameters_are_those_of_spec_section_8():

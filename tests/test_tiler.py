@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import write_raster
 from osgeo import gdal, osr
-from sr_models import cached, generator_model, nearest_model, nearest_x4, tf1_nearest_model
+from sr_models import cached, nearest_model, nearest_x4
 
 import sr
 import tiler
@@ -22,16 +22,6 @@ ORIGIN = (500010.0, 4799990.0)
 @pytest.fixture(scope="module")
 def nearest(tmp_path_factory: pytest.TempPathFactory) -> str:
     return cached(tmp_path_factory, "nearest", nearest_model)
-
-
-@pytest.fixture(scope="module")
-def tf1_nearest(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return cached(tmp_path_factory, "tf1_nearest", tf1_nearest_model)
-
-
-@pytest.fixture(scope="module")
-def generator3(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return cached(tmp_path_factory, "generator3", lambda p: generator_model(p, 3))
 
 
 def run_tf(src: str, model: str, out: str, *args: str) -> np.ndarray:
