@@ -39,6 +39,8 @@ BICUBIC_PREVIEW = "preview_bicubic"
 LSFIT_BATCH = 64
 LSFIT_BATCHES = 500
 LEARNING_RATE = "learning_rate"
+# The float16 loss scale in this project's checkpoints (float32 and bfloat16 runs have none).
+LOSS_SCALE_VARIABLE = "trainer/loss_scale/scale/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "bicubic upsampling; linear: a learned linear upsampling (7x7 LR window), first "
                         "fitted by least squares on the training patches, so training starts from the best "
                         "linear super-resolution of your data (see README)")
+    g.add_argument("--mixed_precision", choices=["float16", "bfloat16"],
+                   help="compute the networks in this dtype (default: off, float32 as the original); "
+                        "variables, losses and gradients stay float32 and the SavedModel is float32. "
+                        "bfloat16: NVIDIA Ampere or newer; float16: Volta or newer, with dynamic loss "
+                        "scaling (see README)")
     g.add_argument("--seed", type=int, help="random seed (weights, shuffling) for reproducible runs")
     return p
 
@@ -130,6 +137,8 @@ def run_name(args: argparse.Namespace, now: datetime.datetime) -> str:
     name = "SR4RS" + "".join(f"_{key}{value}" for key, value in parts if value)
     if args.residual:
         name += f"_Residual-{args.residual}"
+    if args.mixed_precision:
+        name += f"_MixedPrecision-{args.mixed_precision}"
     if args.pretrain:
         name += "pretrained"
     return name + f"_{now.day}{now.strftime('%b')}_{now.hour}h{now.minute}min"
@@ -148,6 +157,8 @@ def log_summary(args: argparse.Namespace) -> None:
              ("Low-res image scale", args.lr_scale), ("Hi-res image scale", args.hr_scale),
              ("Pre-training", "yes" if args.pretrain else "no"),
              ("Residual skip", args.residual or "none (original network)"),
+             ("Compute dtype", f"{args.mixed_precision} (mixed precision)" if args.mixed_precision
+              else "float32"),
              ("Patches reading", "streaming" if args.streaming else "in memory")]
     logger.info("************ Parameters summary ************")
     for label, value in rows:
@@ -224,6 +235,9 @@ class Checkpoints:
         except (tf.errors.OpError, ValueError) as err:
             raise SR4RSError(f"{path}: not a readable checkpoint ({err})") from None
         if "_CHECKPOINTABLE_OBJECT_GRAPH" in names:
+            if self.trainer.loss_scale is not None and LOSS_SCALE_VARIABLE not in names:
+                raise SR4RSError(f"{path}: a float32 or bfloat16 run (no float16 loss scale in it): resume "
+                                 "it without --mixed_precision or with --mixed_precision bfloat16")
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
             except (AssertionError, ValueError, tf.errors.OpError) as err:
@@ -295,6 +309,9 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
     # without it the steps are as fast (measured).
     tf.config.optimizer.set_experimental_options({"remapping": False})
     strategy = strategy or make_strategy()
+    if args.mixed_precision == "float16" and not tf.config.list_logical_devices("GPU"):
+        logger.warning("--mixed_precision float16 without a GPU: CPUs have no fast float16 kernels (several "
+                       "times slower than float32); bfloat16 is fast on CPUs with AVX512-BF16 or AMX")
     vgg_features = VGG19Features(load_vgg19_weights(args.vggfile, args.vggfeatures), args.vggfeatures) \
         if args.vggfile else None
     patches = PatchesDataset(args.lr_patches, args.hr_patches, streaming=args.streaming)
@@ -312,7 +329,7 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
                          lr_scale=args.lr_scale, hr_scale=args.hr_scale, adam_lr=args.adam_lr,
                          adam_b1=args.adam_b1, l1weight=args.l1weight, l2weight=args.l2weight,
                          vggweight=args.vggweight, ganweight=args.ganweight, losstype=args.losstype,
-                         residual=args.residual)
+                         residual=args.residual, compute_dtype=args.mixed_precision or "float32")
     trainer = Trainer(config, strategy, vgg_features)
     if args.residual == "linear":
         batches = patches.tf_dataset(min(LSFIT_BATCH, patches.n_patches), shuffle=False)

@@ -5,6 +5,11 @@ Each GAN step computes one forward pass, then updates the discriminator first an
 second, from the same forward pass (as the original graph does). Per-replica losses are divided by
 the number of replicas and the gradients summed across replicas, so any number of devices trains
 the same model as one device with the same global batch.
+
+Mixed precision (`TrainConfig.compute_dtype` float16 or bfloat16): the networks compute in that dtype
+on inputs cast to it, their variables stay float32, and their outputs are cast back to float32 before
+every loss, so losses, gradient penalty, VGG, gradients and optimiser states are float32. float16 adds
+dynamic loss scaling (`DynamicLossScale`).
 """
 from __future__ import annotations
 
@@ -20,10 +25,21 @@ from vgg import VGG19Features
 
 logger = logging.getLogger(__name__)
 
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+INITIAL_LOSS_SCALE = 2.0 ** 15
+# tf.keras stops halving at 1; SR4RS's L2 weight (1000) gives gradients of 1e4 and more at the start,
+# which can exceed float16's maximum (65504) even unscaled: a floor of 1 would then skip every step.
+MIN_LOSS_SCALE = 2.0 ** -16
+LOSS_SCALE = "loss_scale"
+
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Network, scaling, optimiser and loss settings (defaults: the original SR4RS ones)."""
+    """Network, scaling, optimiser and loss settings (defaults: the original SR4RS ones).
+
+    `compute_dtype` is the networks' dtype (one of COMPUTE_DTYPES); with float16, the loss scale doubles
+    after `loss_scale_interval` finite steps in a row.
+    """
 
     nbands: int
     depth: int = 64
@@ -38,6 +54,8 @@ class TrainConfig:
     ganweight: float = 1.0
     losstype: str = "WGAN-GP"
     residual: str | None = None
+    compute_dtype: str = "float32"
+    loss_scale_interval: int = 2000
 
 
 class Adam(tf.Module):
@@ -70,16 +88,58 @@ class Adam(tf.Module):
         v_t = v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(grad))
         return var.assign_sub(step_size * m_t / (tf.sqrt(v_t) + self.epsilon))
 
-    def apply(self, grads: list[tf.Tensor]) -> None:
-        """Sum per-replica gradients onto the variables' devices and apply one Adam update
-        (cross-replica context, i.e. inside a tf.function but outside `strategy.run`)."""
-        strategy = self.strategy
-        grads = strategy.extended.batch_reduce_to(
+    def reduce(self, grads: list[tf.Tensor]) -> list[tf.Tensor]:
+        """Per-replica gradients summed onto the variables' devices (cross-replica context)."""
+        return self.strategy.extended.batch_reduce_to(
             tf.distribute.ReduceOp.SUM, list(zip(grads, self.params, strict=True)))
+
+    def update(self, grads: list[tf.Tensor]) -> None:
+        """One Adam update from reduced gradients (cross-replica context)."""
         t = tf.cast(self.iterations.assign_add(1), tf.float32)
         step_size = self.learning_rate * tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
         for var, grad, m, v in zip(self.params, grads, self.m, self.v, strict=True):
-            strategy.extended.update(var, self._update, args=(grad, m, v, step_size))
+            self.strategy.extended.update(var, self._update, args=(grad, m, v, step_size))
+
+    def apply(self, grads: list[tf.Tensor]) -> None:
+        """Sum per-replica gradients onto the variables' devices and apply one Adam update
+        (cross-replica context, i.e. inside a tf.function but outside `strategy.run`)."""
+        self.update(self.reduce(grads))
+
+
+class DynamicLossScale(tf.Module):
+    """Dynamic loss scaling for float16, as tf.keras's LossScaleOptimizer does it: gradients are taken
+    of the loss times `scale` (so that small float16 gradients do not underflow) and divided by it; a
+    step with a non-finite gradient is skipped by the caller and halves the scale (down to
+    MIN_LOSS_SCALE, below tf.keras's 1); `interval` finite steps in a row double it. The state lives
+    in variables (checkpointed): create it inside the scope of the training strategy.
+
+    Args:
+        interval: finite steps in a row before the scale doubles.
+        initial: the first scale.
+    """
+
+    def __init__(self, interval: int = 2000, initial: float = INITIAL_LOSS_SCALE):
+        super().__init__(name="loss_scale")
+        self.interval = interval
+        self.scale = tf.Variable(initial, dtype=tf.float32, trainable=False)
+        self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def gradients(self, tape: tf.GradientTape, loss: tf.Tensor,
+                  variables: list[tf.Variable]) -> list[tf.Tensor]:
+        """Unscaled float32 gradients of `loss`, backpropagated from `scale` instead of 1
+        (replica context)."""
+        scale = tf.convert_to_tensor(self.scale)
+        return [g / scale for g in tape.gradient(loss, variables, output_gradients=scale)]
+
+    def update(self, finite: tf.Tensor) -> None:
+        """Halve the scale after a non-finite step, double it after `interval` finite steps in a row
+        (cross-replica context)."""
+        steps = tf.where(finite, self.finite_steps + 1, tf.constant(0, tf.int64))
+        grow = steps >= self.interval
+        doubled = 2.0 * self.scale
+        grown = tf.where(grow & tf.math.is_finite(doubled), doubled, self.scale)
+        self.scale.assign(tf.where(finite, grown, tf.maximum(self.scale / 2.0, MIN_LOSS_SCALE)))
+        self.finite_steps.assign(tf.where(grow, tf.constant(0, tf.int64), steps))
 
 
 class Trainer(tf.Module):
@@ -96,7 +156,10 @@ class Trainer(tf.Module):
         super().__init__(name="trainer")
         if config.losstype not in losses.LOSS_TYPES:
             raise ValueError(f"unknown loss type {config.losstype}")
+        if config.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"unknown compute dtype {config.compute_dtype}")
         self.config = config
+        self.compute_dtype = tf.as_dtype(config.compute_dtype)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.vgg_features = vgg_features
         with self.strategy.scope():
@@ -110,9 +173,13 @@ class Trainer(tf.Module):
                                       config.adam_b1)
             # The original pre-trains with a third Adam at TF1's default beta1 (0.9).
             self.pretrain_optimizer = Adam(gen_vars, config.adam_lr, 0.9)
-        self.train_step = tf.function(self._train_step)
-        self.pretrain_step = tf.function(self._pretrain_step)
-        self.generate = tf.function(self._generate)
+            self.loss_scale = DynamicLossScale(config.loss_scale_interval) \
+                if config.compute_dtype == "float16" else None
+        # No autograph: the steps have no tensor-dependent Python control flow, and TF 2.12's autograph
+        # rejects zip(..., strict=True).
+        self.train_step = tf.function(self._train_step, autograph=False)
+        self.pretrain_step = tf.function(self._pretrain_step, autograph=False)
+        self.generate = tf.function(self._generate, autograph=False)
 
     def set_learning_rate(self, value: float) -> None:
         """Set the learning rate of all optimisers."""
@@ -123,6 +190,24 @@ class Trainer(tf.Module):
         lr = self.config.lr_scale * tf.cast(batch[constants.LR_KEY], tf.float32)
         return lr, losses.real_pyramid(batch[constants.HR_KEY], self.config.hr_scale)
 
+    def _generator(self, lr: tf.Tensor) -> losses.Pyramid:
+        """The generator in the compute dtype on float32 `lr`, its outputs in float32."""
+        fake = self.generator(tf.cast(lr, self.compute_dtype))
+        return {f: tf.cast(image, tf.float32) for f, image in fake.items()}
+
+    def _critic(self, images: losses.Pyramid) -> tf.Tensor:
+        """The discriminator in the compute dtype on float32 images, its scores in float32 (so the
+        gradient penalty differentiates float32 interpolates and gets float32 gradients)."""
+        return tf.cast(self.discriminator({f: tf.cast(x, self.compute_dtype) for f, x in images.items()}),
+                       tf.float32)
+
+    def _gradients(self, tape: tf.GradientTape, loss: tf.Tensor,
+                   variables: list[tf.Variable]) -> list[tf.Tensor]:
+        """float32 gradients of `loss`, through the loss scale in float16."""
+        if self.loss_scale is None:
+            return tape.gradient(loss, variables)
+        return self.loss_scale.gradients(tape, loss, variables)
+
     def _content_losses(self, fake: losses.Pyramid, real: losses.Pyramid) -> dict[str, tf.Tensor]:
         cfg = self.config
         return {constants.GEN_LOSS_L1: cfg.l1weight * losses.l1_loss(fake, real),
@@ -132,9 +217,9 @@ class Trainer(tf.Module):
         replicas = self.strategy.num_replicas_in_sync
         lr, real = self._inputs(batch)
         with tf.GradientTape() as tape:
-            values = self._content_losses(self.generator(lr), real)
+            values = self._content_losses(self._generator(lr), real)
             total = tf.add_n(list(values.values())) / replicas
-        grads = tape.gradient(total, self.pretrain_optimizer.params)
+        grads = self._gradients(tape, total, self.pretrain_optimizer.params)
         return {k: v / replicas for k, v in values.items()}, grads
 
     def _replica_train(self, batch: dict[str, tf.Tensor]):
@@ -142,13 +227,13 @@ class Trainer(tf.Module):
         replicas = self.strategy.num_replicas_in_sync
         lr, real = self._inputs(batch)
         with tf.GradientTape(persistent=True) as tape:
-            fake = self.generator(lr)
-            d_real = self.discriminator(real)
-            d_fake = self.discriminator(fake)
+            fake = self._generator(lr)
+            d_real = self._critic(real)
+            d_fake = self._critic(fake)
             if cfg.losstype == "LSGAN":
                 d_loss, g_gan = losses.lsgan_losses(d_real, d_fake)
             else:
-                d_loss, g_gan = losses.wgan_gp_losses(self.discriminator, real, fake, d_real, d_fake)
+                d_loss, g_gan = losses.wgan_gp_losses(self._critic, real, fake, d_real, d_fake)
             values = self._content_losses(fake, real)
             values[constants.GEN_LOSS_GAN] = cfg.ganweight * g_gan
             vgg = tf.constant(0.0)
@@ -158,26 +243,52 @@ class Trainer(tf.Module):
             g_loss = tf.add_n(list(values.values())) / replicas
             values[constants.DIS_LOSS] = d_loss
             d_loss = d_loss / replicas
-        d_grads = tape.gradient(d_loss, self.dis_optimizer.params)
-        g_grads = tape.gradient(g_loss, self.gen_optimizer.params)
+        d_grads = self._gradients(tape, d_loss, self.dis_optimizer.params)
+        g_grads = self._gradients(tape, g_loss, self.gen_optimizer.params)
         del tape
         return {k: v / replicas for k, v in values.items()}, d_grads, g_grads
 
     def _reduce(self, values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in values.items()}
 
+    def _apply(self, updates: list[tuple[Adam, list[tf.Tensor]]]) -> None:
+        """Apply each optimiser's per-replica gradients, in order. With a loss scale, the step is skipped
+        (no optimiser moves) when any reduced gradient is non-finite, and the scale is updated."""
+        if self.loss_scale is None:
+            for optimizer, grads in updates:
+                optimizer.apply(grads)
+            return
+        reduced = [(optimizer, optimizer.reduce(grads)) for optimizer, grads in updates]
+        # reduced gradients are the same on every device: check the first device's copy
+        local = [self.strategy.experimental_local_results(g)[0] for _, grads in reduced for g in grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in local])
+
+        def update() -> None:
+            for optimizer, grads in reduced:
+                optimizer.update(grads)
+
+        tf.cond(finite, update, lambda: None)
+        self.loss_scale.update(finite)
+
+    def _finish(self, values: dict[str, tf.Tensor], updates: list[tuple[Adam, list[tf.Tensor]]]
+                ) -> dict[str, tf.Tensor]:
+        """Apply the updates; the reduced losses, and in float16 the loss scale of this step."""
+        values = self._reduce(values)
+        if self.loss_scale is not None:
+            values[LOSS_SCALE] = tf.identity(self.loss_scale.scale)
+        self._apply(updates)
+        return values
+
     def _pretrain_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         values, grads = self.strategy.run(self._replica_pretrain, args=(batch,))
-        self.pretrain_optimizer.apply(grads)
-        return self._reduce(values)
+        return self._finish(values, [(self.pretrain_optimizer, grads)])
 
     def _train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         values, d_grads, g_grads = self.strategy.run(self._replica_train, args=(batch,))
-        self.dis_optimizer.apply(d_grads)
-        self.gen_optimizer.apply(g_grads)
-        return self._reduce(values)
+        return self._finish(values, [(self.dis_optimizer, d_grads), (self.gen_optimizer, g_grads)])
 
     def _generate(self, lr: tf.Tensor) -> dict[int, tf.Tensor]:
-        """Generator outputs in raw HR values for a raw LR image (for previews)."""
-        fake = self.generator(self.config.lr_scale * tf.cast(lr, tf.float32))
+        """Generator outputs (in the compute dtype, returned as float32) in raw HR values for a raw LR
+        image (for previews)."""
+        fake = self._generator(self.config.lr_scale * tf.cast(lr, tf.float32))
         return {f: fake[f] / self.config.hr_scale for f in constants.FACTORS}

@@ -185,3 +185,33 @@ def test_residual_linear_starts_from_the_least_squares_fit(data, tmp_path):
     bicubic = tf.image.resize(lr_patches, [64, 64], method="bicubic").numpy()[:, 12:-12, 12:-12]
     target = hr_patches[:, 12:-12, 12:-12]
     assert np.mean((sr - target) ** 2) < 0.9 * np.mean((bicubic - target) ** 2)
+
+
+def test_bfloat16_training_exports_a_float32_savedmodel(data, tmp_path, caplog):
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--losstype", "LSGAN",
+            "--save_ckpt", str(tmp_path / "ck") + "/", "--logdir", str(tmp_path / "logs"),
+            "--savedmodel", str(tmp_path / "model"), "--mixed_precision", "bfloat16", "--seed", "2", *TINY]
+    with caplog.at_level("INFO", logger="train"):
+        assert run_cli(train.main, args) == 0
+    assert "Compute dtype        : bfloat16 (mixed precision)" in caplog.text
+    assert "_MixedPrecision-bfloat16" in os.listdir(tmp_path / "logs")[0]
+    assert read_metadata(str(tmp_path / "model"))["train_args"]["mixed_precision"] == "bfloat16"
+    signature = tf.saved_model.load(str(tmp_path / "model")).signatures[constants.SIGNATURE_KEY]
+    assert signature.structured_input_signature[1][constants.LR_INPUT_NAME].dtype == tf.float32
+    lr = np.random.default_rng(0).uniform(0, 3000, (1, 20, 20, 4)).astype(np.float32)
+    exported = signature(lr_input=tf.constant(lr))[constants.output_name(32)]
+    assert exported.dtype == tf.float32
+    # the same weights in a float32 trainer give the same output: the export runs in float32
+    trainer = train.Trainer(train.TrainConfig(nbands=4, depth=4, nresblocks=1))
+    train.Checkpoints(trainer, str(tmp_path / "unused"), "run").restore(str(tmp_path / "ck"))
+    expected = trainer.generate(tf.constant(lr))[1].numpy()[:, 32:-32, 32:-32]
+    np.testing.assert_allclose(exported.numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    bf16 = trainer.generator(tf.constant(1e-4 * lr, tf.bfloat16))[1].numpy().astype(np.float32) / 1e-4
+    assert np.abs(bf16[:, 32:-32, 32:-32] - expected).max() > 1e-3 * np.abs(expected).max()  # not bfloat16
+
+
+def test_float16_refuses_to_resume_a_float32_checkpoint(first_run, data, tmp_path, capsys):
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
+            "--load_ckpt", str(first_run / "ckpts"), "--mixed_precision", "float16", *TINY]
+    assert run_cli(train.main, args) == 2
+    assert "a float32 or bfloat16 run (no float16 loss scale in it)" in capsys.readouterr().err

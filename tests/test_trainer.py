@@ -1,4 +1,4 @@
-"""Trainer: Adam as TF1's, the steps' effects, and MirroredStrategy over two logical CPUs."""
+"""Trainer: Adam as TF1's, the steps' effects, MirroredStrategy over two logical CPUs, mixed precision."""
 import os
 import subprocess
 import sys
@@ -10,7 +10,8 @@ import tensorflow as tf
 from helpers import ROOT, write_random_vgg19
 
 import constants
-from trainer import Adam, TrainConfig, Trainer
+import losses
+from trainer import LOSS_SCALE, Adam, TrainConfig, Trainer
 from vgg import VGG19Features, load_vgg19_weights
 
 TINY = {"nbands": 3, "depth": 4, "nresblocks": 1}
@@ -116,3 +117,106 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_like_one_device():
     assert result["replicas"] == 2
     assert result["max_diff"] < 1e-5  # pre-training has no minibatch statistics: same updates
     assert result["gan_finite"]
+
+
+# Mixed precision ------------------------------------------------------------------------------------
+
+REDUCED = [tf.float16, tf.bfloat16]
+
+
+def conv_dtypes(step, data):
+    """The dtypes of every Conv2D of a traced step."""
+    graph = step.get_concrete_function(data).graph
+    return {op.get_attr("T") for op in graph.get_operations() if op.type == "Conv2D"}
+
+
+def float32_state(trainer):
+    optimizers = (trainer.gen_optimizer, trainer.dis_optimizer, trainer.pretrain_optimizer)
+    return all(v.dtype == tf.float32 for v in trainer.generator.variables + trainer.discriminator.variables) \
+        and all(m.dtype == tf.float32 for o in optimizers for m in o.m + o.v)
+
+
+@pytest.mark.parametrize("dtype", REDUCED, ids=lambda d: d.name)
+@pytest.mark.parametrize("losstype", ["WGAN-GP", "LSGAN"])
+def test_mixed_precision_gan_step_computes_in_the_dtype_with_float32_state(dtype, losstype):
+    tf.random.set_seed(0)
+    trainer = Trainer(TrainConfig(**TINY, losstype=losstype, compute_dtype=dtype.name))
+    if trainer.loss_scale is not None:
+        trainer.loss_scale.scale.assign(1.0)  # no overflow on this batch: every step applies
+    data = batch()
+    gen_before, dis_before = snapshot(trainer.generator), snapshot(trainer.discriminator)
+    values = trainer.train_step(data)
+    assert changed(gen_before, trainer.generator) and changed(dis_before, trainer.discriminator)
+    assert all(np.isfinite(float(v)) for v in values.values())
+    assert all(v.dtype == tf.float32 for v in values.values())
+    # every generator and discriminator conv (forward, gradient penalty) runs in the compute dtype
+    assert conv_dtypes(trainer.train_step, data) == {dtype}
+    assert float32_state(trainer)
+    assert all(v.dtype == tf.float32 for v in trainer.generate(data[constants.LR_KEY]).values())
+
+
+def test_float16_loss_scale_skips_non_finite_steps_halves_and_grows(tmp_path):
+    tf.random.set_seed(0)
+    trainer = Trainer(TrainConfig(**TINY, compute_dtype="float16", loss_scale_interval=2))
+    scale = trainer.loss_scale
+    assert float(scale.scale) == 2.0 ** 15
+    data = batch()
+    before = snapshot(trainer.generator)
+    scale.scale.assign(2.0 ** 100)  # the scaled gradients overflow float16
+    values = trainer.pretrain_step(data)
+    assert float(values[LOSS_SCALE]) == 2.0 ** 100 and np.isfinite(float(values[constants.GEN_LOSS_L2]))
+    assert not changed(before, trainer.generator)
+    assert int(trainer.pretrain_optimizer.iterations) == 0
+    assert all(not np.any(m.numpy()) for m in trainer.pretrain_optimizer.m)
+    assert float(scale.scale) == 2.0 ** 99 and int(scale.finite_steps) == 0
+    scale.scale.assign(1.0)
+    trainer.pretrain_step(data)
+    assert changed(before, trainer.generator) and int(trainer.pretrain_optimizer.iterations) == 1
+    assert (float(scale.scale), int(scale.finite_steps)) == (1.0, 1)
+    trainer.pretrain_step(data)  # the second finite step in a row doubles the scale
+    assert (float(scale.scale), int(scale.finite_steps)) == (2.0, 0)
+    # the scale is checkpointed with the trainer
+    path = tf.train.Checkpoint(trainer=trainer).save(str(tmp_path / "ck"))
+    restored = Trainer(TrainConfig(**TINY, compute_dtype="float16"))
+    tf.train.Checkpoint(trainer=restored).restore(path).assert_existing_objects_matched()
+    assert float(restored.loss_scale.scale) == 2.0
+
+
+def test_reduced_precision_pretraining_follows_float32():
+    data = batch()
+    curves = {}
+    for dtype in ("float32", "float16", "bfloat16"):
+        tf.random.set_seed(0)
+        trainer = Trainer(TrainConfig(**TINY, compute_dtype=dtype))
+        if trainer.loss_scale is not None:
+            trainer.loss_scale.scale.assign(1.0)
+        curves[dtype] = [float(trainer.pretrain_step(data)[constants.GEN_LOSS_L2]) for _ in range(4)]
+        assert conv_dtypes(trainer.pretrain_step, data) == {tf.as_dtype(dtype)}
+    assert curves["float32"][-1] < 0.9 * curves["float32"][0]
+    for dtype in ("float16", "bfloat16"):
+        np.testing.assert_allclose(curves[dtype], curves["float32"], rtol=0.01)
+
+
+@pytest.mark.parametrize("dtype", REDUCED, ids=lambda d: d.name)
+def test_gradient_penalty_in_reduced_precision_matches_float32(dtype):
+    def penalty(compute_dtype):
+        tf.random.set_seed(0)
+        trainer = Trainer(TrainConfig(**TINY, compute_dtype=compute_dtype))
+        lr, real = trainer._inputs(batch())
+        fake = {f: tf.cast(x, tf.float32) for f, x in trainer.generator(lr).items()}  # float32 fakes
+        tf.random.set_seed(1)  # the same alpha
+        with tf.GradientTape() as tape:
+            value = losses.gradient_penalty(trainer._critic, real, fake)
+        grads = tape.gradient(value, trainer.discriminator.trainable_variables)
+        return float(value), np.concatenate([g.numpy().ravel() for g in grads if g is not None])
+
+    value, grads = penalty(dtype.name)
+    ref_value, ref_grads = penalty("float32")
+    assert grads.dtype == np.float32
+    np.testing.assert_allclose(value, ref_value, rtol=2e-3)
+    assert np.linalg.norm(grads - ref_grads) < 0.05 * np.linalg.norm(ref_grads)
+
+
+def test_unknown_compute_dtype_is_refused():
+    with pytest.raises(ValueError, match="unknown compute dtype float64"):
+        Trainer(TrainConfig(**TINY, compute_dtype="float64"))
