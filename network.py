@@ -324,7 +324,7 @@ class Generator(tf.Module):
                 skip = self.skips[i](lr)
             else:
                 skip = self.residual_gain * upsample_bicubic(lr, constants.SCALE // factor)
-            outputs[factor] += tf.cast(skip, outputs[factor].dtype)
+            outputs[factor] = tf.cast(outputs[factor], tf.float32) + skip  # the sum in float32
         return outputs
 
 

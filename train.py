@@ -39,13 +39,24 @@ BICUBIC_PREVIEW = "preview_bicubic"
 LSFIT_BATCH = 64
 LSFIT_BATCHES = 500
 LEARNING_RATE = "learning_rate"
+# Training stops when the losses stay non-finite this many steps in a row (float16 may skip a few).
+DIVERGED_STEPS = 10
 # The float16 loss scale in this project's checkpoints (float32 and bfloat16 runs have none).
 LOSS_SCALE_VARIABLE = "trainer/loss_scale/scale/.ATTRIBUTES/VARIABLE_VALUE"
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written, and the options' defaults (when they have one) in their help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help or ""
+        return f"{action.help} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of train.py (the original SR4RS parameters, same defaults)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = p.add_argument_group("inputs and outputs")
     g.add_argument("--lr_patches", nargs="+", required=True, help="LR patches images (OTBTF format)")
     g.add_argument("--hr_patches", nargs="+", required=True,
@@ -350,7 +361,7 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
         board.images({BICUBIC_PREVIEW: tf.image.resize(preview, size, method="bicubic")},
                      int(checkpoints.step))
     logger.info("%s patches, %s steps per epoch, run %s", patches.n_patches, steps_per_epoch, name)
-    index = int(checkpoints.epoch)
+    index, non_finite = int(checkpoints.epoch), 0
     try:
         for index in range(int(checkpoints.epoch), len(schedule)):
             phase, step_fn = schedule[index]
@@ -360,6 +371,10 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
                 for batch in dataset:
                     step = int(checkpoints.step)
                     values = {k: float(v) for k, v in step_fn(batch).items()}
+                    non_finite = 0 if all(np.isfinite(v) for v in values.values()) else non_finite + 1
+                    if non_finite >= DIVERGED_STEPS:
+                        raise SR4RSError(f"{phase} diverged (non-finite losses for {non_finite} steps, up to "
+                                         f"step {step}): lower --adam_lr or check --lr_scale/--hr_scale")
                     board.scalars({**values, LEARNING_RATE: args.adam_lr}, step)
                     if preview is not None and step % args.previews_step == 0:
                         fake = trainer.generate(preview)
@@ -369,9 +384,6 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
                     bar.set_postfix({k.replace("gen_loss_", ""): f"{v:.4g}" for k, v in values.items()},
                                     refresh=False)
                     bar.update()
-            if not all(np.isfinite(v) for v in values.values()):
-                raise SR4RSError(f"{phase} diverged (non-finite loss at step {step}): lower --adam_lr or "
-                                 "check --lr_scale/--hr_scale")
             checkpoints.epoch.assign(index + 1)
             saved = manager.save(checkpoint_number=index)
             logger.info("%s epoch %s/%s done (step %s), file system wait %.2fs, checkpoint %s", phase, epoch,

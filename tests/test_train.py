@@ -215,3 +215,10 @@ def test_float16_refuses_to_resume_a_float32_checkpoint(first_run, data, tmp_pat
             "--load_ckpt", str(first_run / "ckpts"), "--mixed_precision", "float16", *TINY]
     assert run_cli(train.main, args) == 2
     assert "a float32 or bfloat16 run (no float16 loss scale in it)" in capsys.readouterr().err
+
+
+def test_a_diverging_training_stops_with_a_message(data, tmp_path, capsys):
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
+            *TINY, "--epochs", "4", "--lr_scale", "1e38", "--hr_scale", "1e38"]  # inf inputs: NaN losses
+    assert run_cli(train.main, args) == 2
+    assert "diverged (non-finite losses for 10 steps" in capsys.readouterr().err
