@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import needs_original, write_random_vgg19
+from helpers import needs_original, write_random_vgg19, write_raster
 from sr_models import cached, original_model
 
 import constants
@@ -222,3 +222,13 @@ def test_a_diverging_training_stops_with_a_message(data, tmp_path, capsys):
             *TINY, "--epochs", "4", "--lr_scale", "1e38", "--hr_scale", "1e38"]  # inf inputs: NaN losses
     assert run_cli(train.main, args) == 2
     assert "diverged (non-finite losses for 10 steps" in capsys.readouterr().err
+
+
+def test_a_large_preview_is_cropped_around_its_centre_with_a_warning(tmp_path, caplog):
+    image = np.arange(400 * 300 * 2, dtype=np.int16).reshape(400, 300, 2)
+    path = write_raster(str(tmp_path / "preview.tif"), image)
+    preview = train.read_preview(path, nbands=2, depth=64)  # 128 x 128 LR pixels at most at depth 64
+    assert preview.shape == (1, 128, 128, 2) and preview.dtype == np.float32
+    np.testing.assert_array_equal(preview[0], image[136:264, 86:214])
+    assert "too large for depth 64" in caplog.text
+    assert train.read_preview(path, nbands=2, depth=4).shape == (1, 400, 300, 2)  # small depth: whole image
