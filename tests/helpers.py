@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from osgeo import gdal, gdal_array, osr
+from osgeo import gdal, gdal_array, ogr, osr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("SR4RS_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
@@ -53,4 +53,28 @@ def write_random_vgg19(path: str, seed: int = 0, skip: tuple[str, ...] = ()) -> 
         kernel = (rng.standard_normal(shape, dtype=np.float32) * np.sqrt(2.0 / fan_in)).astype(np.float32)
         data[name] = [kernel, rng.standard_normal(shape[-1:], dtype=np.float32) * 0.1]
     np.save(path, data, allow_pickle=True)
+    return path
+
+
+def write_points(path: str, xy, epsg: int = 32631, geom_type: int = ogr.wkbPoint,
+                 fields: dict | None = None) -> str:
+    """A GeoPackage layer "points" of points (or other WKT geometries when xy holds strings), with an
+    integer field "label" (100 + index unless `fields` maps an index to a value). No R-tree index: in a
+    process where TensorFlow is loaded, GDAL gets an SQLite without the rtree module."""
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    layer = ds.CreateLayer("points", srs, geom_type, options=["SPATIAL_INDEX=NO"])
+    layer.CreateField(ogr.FieldDefn("label", ogr.OFTInteger))
+    for i, p in enumerate(xy):
+        feat = ogr.Feature(layer.GetLayerDefn())
+        feat.SetField("label", (fields or {}).get(i, 100 + i))
+        if isinstance(p, str):
+            geom = ogr.CreateGeometryFromWkt(p)
+        else:
+            geom = ogr.Geometry(ogr.wkbPoint)
+            geom.AddPoint_2D(float(p[0]), float(p[1]))
+        feat.SetGeometry(geom)
+        layer.CreateFeature(feat)
+    ds = None
     return path

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import write_raster
+from helpers import write_points, write_raster
 from osgeo import gdal, ogr, osr
 
 import extract_patches
@@ -18,27 +18,6 @@ X0, Y0 = 500000.0, 4800000.0  # LR/HR corner (EPSG:32631)
 LR_PX = 10.0
 W = 40  # LR image size
 S = 4  # LR patch size
-
-
-def write_points(path: str, xy, epsg: int = 32631, geom_type=ogr.wkbPoint, fields: dict | None = None) -> str:
-    """A GeoPackage layer of points (or other WKT geometries when xy holds strings)."""
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    layer = ds.CreateLayer("points", srs, geom_type)
-    layer.CreateField(ogr.FieldDefn("label", ogr.OFTInteger))
-    for i, p in enumerate(xy):
-        feat = ogr.Feature(layer.GetLayerDefn())
-        feat.SetField("label", (fields or {}).get(i, 100 + i))
-        if isinstance(p, str):
-            geom = ogr.CreateGeometryFromWkt(p)
-        else:
-            geom = ogr.Geometry(ogr.wkbPoint)
-            geom.AddPoint_2D(float(p[0]), float(p[1]))
-        feat.SetGeometry(geom)
-        layer.CreateFeature(feat)
-    ds = None
-    return path
 
 
 def read_patches(path: str, size: int) -> np.ndarray:

@@ -14,8 +14,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers import write_raster
-from osgeo import gdal, ogr, osr
+from helpers import write_points, write_raster
+from osgeo import gdal
 
 import otb_env
 from errors import run_cli
@@ -28,25 +28,6 @@ pytestmark = [
                        "(builds it into .otb/ from OTBTF_SRC and OTB_SWIG_SRC, see README)"),
 ]
 NSOURCES = "OTB_TF_NSOURCES"  # OTBTF's variable (the original SR4RS README's OTB_TF_NBSOURCES is a typo)
-
-
-def write_points(path: str, xy: np.ndarray, epsg: int = 32631) -> str:
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    layer = ds.CreateLayer("points", srs, ogr.wkbPoint)
-    layer.CreateField(ogr.FieldDefn("fid_copy", ogr.OFTInteger))
-    layer.StartTransaction()
-    for i, (x, y) in enumerate(xy):
-        feat = ogr.Feature(layer.GetLayerDefn())
-        feat.SetField("fid_copy", i)
-        geom = ogr.Geometry(ogr.wkbPoint)
-        geom.AddPoint_2D(float(x), float(y))
-        feat.SetGeometry(geom)
-        layer.CreateFeature(feat)
-    layer.CommitTransaction()
-    ds = None
-    return path
 
 
 def read(path: str) -> tuple[np.ndarray, tuple, int]:
@@ -74,7 +55,7 @@ def otb_python(lr: str, hr: str, s: int, vec: str, out_lr: str, out_hr: str, pix
         if nodata is not None:
             app.SetParameterFloat(f"source{k}.nodata", nodata[k - 1])
     app.SetParameterString("vec", vec)
-    app.SetParameterString("field", "fid_copy")
+    app.SetParameterString("field", "label")
     app.ExecuteAndWriteOutput()
 
 
@@ -104,7 +85,7 @@ def test_readme_command_identical_on_pixel_corners(tmp_path):
     cmd = [otbcli(), "-source1.il", lr_path, "-source1.patchsizex", "16", "-source1.patchsizey", "16",
            "-source1.out", str(tmp_path / "otb_lr.tif"), "int16",
            "-source2.il", hr_path, "-source2.patchsizex", "64", "-source2.patchsizey", "64",
-           "-source2.out", str(tmp_path / "otb_hr.tif"), "int16", "-vec", vec, "-field", "fid_copy"]
+           "-source2.out", str(tmp_path / "otb_hr.tif"), "int16", "-vec", vec, "-field", "label"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ours(lr_path, hr_path, 16, vec, str(tmp_path / "lr.tif.p.tif"), str(tmp_path / "hr.tif.p.tif"))
