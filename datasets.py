@@ -311,8 +311,9 @@ class PatchesDataset:
             local = i - int(self._starts[k])
             for f, buf in ((self._lr[k], out[0]), (self._hr[k], out[1])):
                 ds = self._handles.get(f.path)
+                target = buf[j] if self.nbands > 1 else buf[j, :, :, 0]  # GDAL wants 2-D for one band
                 try:  # straight into the batch, converted to the common type by GDAL if needed
-                    ds.ReadAsArray(0, local * f.size, f.size, f.size, buf_obj=buf[j], interleave="pixel")
+                    ds.ReadAsArray(0, local * f.size, f.size, f.size, buf_obj=target, interleave="pixel")
                 except RuntimeError as err:
                     raise SR4RSError(f"{f.path}: read failed ({str(err).strip()})") from None
         self._add_wait(time.perf_counter() - t0)

@@ -52,9 +52,12 @@ def fit_linear_skips(generator: Generator, batches: tf.data.Dataset, lr_scale: f
         hr_scale: the HR scaling of the network outputs.
     """
     radius = generator.skips[0].radius
+    unknowns = (2 * radius + 1) ** 2 * generator.nchannels + 1
     xtx, xty, windows = 0.0, {f: 0.0 for f in constants.FACTORS}, 0
     for batch in batches:
         lr = lr_scale * batch[constants.LR_KEY].numpy().astype(np.float64)
+        if lr.shape[1] < 2 * radius + 1:
+            break  # no whole window in these patches
         x = _windows(lr, radius)
         windows += len(x)
         xtx = xtx + x.T @ x
@@ -62,7 +65,6 @@ def fit_linear_skips(generator: Generator, batches: tf.data.Dataset, lr_scale: f
         for f in constants.FACTORS:
             y = _targets(real[f].numpy().astype(np.float64), constants.SCALE // f, radius, lr.shape[1])
             xty[f] = xty[f] + x.T @ y
-    unknowns = (2 * radius + 1) ** 2 * generator.nchannels + 1
     if windows < MIN_WINDOWS_PER_UNKNOWN * unknowns:
         logger.warning("Only %s LR windows of %sx%s pixels in the patches for %s unknowns: the linear skips "
                        "keep their bicubic start (use more or larger patches)", windows, 2 * radius + 1,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ import constants
 from datasets import PatchesDataset
 from errors import SR4RSError, run_cli, setup_logging
 from export import check_new_savedmodel_path, export_savedmodel
-from network import nice_preview
+from network import SKIP_RADIUS, nice_preview
 from raster import open_raster, read_array
 from skip_fit import fit_linear_skips
 from trainer import TrainConfig, Trainer
@@ -177,11 +178,24 @@ def log_summary(args: argparse.Namespace) -> None:
     logger.info("********************************************")
 
 
-def checkpoint_location(save_ckpt: str, name: str) -> tuple[str, str]:
-    """(directory, checkpoint name) from --save_ckpt: a directory, or a directory/prefix."""
+def checkpoint_location(save_ckpt: str, name: str) -> str:
+    """The run's own checkpoint folder: --save_ckpt/<run name>/ (or directory/<prefix><run name>/), so
+    that the runs sharing --save_ckpt never delete each other's checkpoints."""
     if save_ckpt.endswith(os.sep) or os.path.isdir(save_ckpt):
-        return save_ckpt, name
-    return os.path.dirname(save_ckpt) or ".", os.path.basename(save_ckpt) + name
+        return os.path.join(save_ckpt, name)
+    return os.path.join(os.path.dirname(save_ckpt) or ".", os.path.basename(save_ckpt) + name)
+
+
+def find_checkpoint(path: str) -> str:
+    """A checkpoint prefix from --load_ckpt: the prefix itself, or the newest checkpoint of a folder or of
+    its run sub-folders."""
+    if not os.path.isdir(path):
+        return path
+    folders = [path] + [os.path.join(path, d) for d in sorted(os.listdir(path))]
+    found = [c for c in (tf.train.latest_checkpoint(f) for f in folders if os.path.isdir(f)) if c]
+    if not found:
+        raise SR4RSError(f"{path}: no checkpoint in this directory or its sub-directories")
+    return max(found, key=lambda c: os.path.getmtime(c + ".index"))
 
 
 def read_preview(path: str, nbands: int, depth: int) -> np.ndarray:
@@ -210,11 +224,12 @@ def make_strategy() -> tf.distribute.Strategy:
 
 def check_scales(stats: dict, scale: float, what: str) -> None:
     """Warn when the scaled values are far from [0, 1] (the usual symptom of a wrong --lr/hr_scale)."""
-    high = max(stats["max"]) * scale
-    if high > 10 or high < 0.05:
+    top = max(stats["max"])
+    if top <= 0:
+        logger.warning("%s patches: no positive value (maximum %s): empty or fill areas?", what.upper(), top)
+    elif not 0.05 <= top * scale <= 10:
         logger.warning("%s patches times --%s_scale %s reach %.3g: aim for values mostly in [0, 1] "
-                       "(--%s_scale about %.2g)", what.upper(), what, scale, high, what,
-                       1.0 / max(stats["max"]))
+                       "(--%s_scale about %.2g)", what.upper(), what, scale, top * scale, what, 1.0 / top)
 
 
 class Checkpoints:
@@ -226,46 +241,51 @@ class Checkpoints:
         name: run name, used in checkpoint file names.
     """
 
-    def __init__(self, trainer: Trainer, save_ckpt: str, name: str):
+    def __init__(self, trainer: Trainer, save_ckpt: str, name: str, settings: dict[str, object]):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.run = tf.Variable(name, dtype=tf.string, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(trainer=trainer, epoch=self.epoch, step=self.step, run=self.run)
+        self.settings = tf.Variable(json.dumps(settings, sort_keys=True), dtype=tf.string, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(trainer=trainer, epoch=self.epoch, step=self.step, run=self.run,
+                                              settings=self.settings)
         self.trainer = trainer
         self.save_ckpt = save_ckpt
 
     def restore(self, path: str) -> None:
         """Resume from a checkpoint of this project, or load the weights of an original SR4RS one."""
-        if os.path.isdir(path):
-            latest = tf.train.latest_checkpoint(path)
-            if latest is None:
-                raise SR4RSError(f"{path}: no checkpoint in this directory")
-            path = latest
+        path = find_checkpoint(path)
         try:
             names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
         except (tf.errors.OpError, ValueError) as err:
             raise SR4RSError(f"{path}: not a readable checkpoint ({err})") from None
-        if "_CHECKPOINTABLE_OBJECT_GRAPH" in names:
-            if self.trainer.loss_scale is not None and LOSS_SCALE_VARIABLE not in names:
-                raise SR4RSError(f"{path}: a float32 or bfloat16 run (no float16 loss scale in it): resume "
-                                 "it without --mixed_precision or with --mixed_precision bfloat16")
-            try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
-            except (AssertionError, ValueError, tf.errors.OpError) as err:
-                raise SR4RSError(f"{path}: the checkpoint does not match this network (same bands, "
-                                 f"--depth and --nresblocks?): {str(err).splitlines()[0]}") from None
-            logger.info("Resumed from %s: epoch %s, step %s", path, int(self.epoch), int(self.step))
-        else:
+        if "_CHECKPOINTABLE_OBJECT_GRAPH" not in names:
             self._load_original(path, names)
+            return
+        if self.trainer.loss_scale is not None and LOSS_SCALE_VARIABLE not in names:
+            raise SR4RSError(f"{path}: a float32 or bfloat16 run (no float16 loss scale in it): resume "
+                             "it without --mixed_precision or with --mixed_precision bfloat16")
+        wanted = json.loads(self.settings.numpy())
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as err:
+            raise SR4RSError(f"{path}: the checkpoint does not match this network (same bands, "
+                             f"--depth and --nresblocks?): {str(err).splitlines()[0]}") from None
+        saved = json.loads(self.settings.numpy())
+        differ = [f"--{k} {saved.get(k)} in the checkpoint, {wanted[k]} here" for k in wanted
+                  if saved.get(k) != wanted[k]]
+        if differ:
+            raise SR4RSError(f"{path}: resume with the settings of the checkpoint ({'; '.join(differ)})")
+        logger.info("Resumed from %s: epoch %s, step %s", path, int(self.epoch), int(self.step))
 
     def _load_original(self, path: str, names: dict) -> None:
         """Assign the variables of an original (TF1) SR4RS checkpoint by name; optimisers start anew."""
+        if self.trainer.config.residual:
+            raise SR4RSError(f"{path}: an original SR4RS checkpoint has no residual skip: load it without "
+                             "--residual")
         reader = tf.train.load_checkpoint(path)
         variables = self.trainer.generator.variables + self.trainer.discriminator.variables
         for var in variables:
             name = var.name.split(":")[0]
-            if name not in names and "/skip_" in name:
-                continue  # the --residual linear skips are not in the original network
             if name not in names:
                 raise SR4RSError(f"{path}: variable {name} is missing (not an SR4RS checkpoint, or another "
                                  "network size)")
@@ -277,9 +297,9 @@ class Checkpoints:
         logger.info("Loaded the weights of the original SR4RS checkpoint %s", path)
 
     def manager(self) -> tf.train.CheckpointManager:
-        directory, prefix = checkpoint_location(self.save_ckpt, self.run.numpy().decode())
+        directory = checkpoint_location(self.save_ckpt, self.run.numpy().decode())
         os.makedirs(directory, exist_ok=True)
-        return tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=5, checkpoint_name=prefix)
+        return tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=5)
 
 
 class TensorBoard:
@@ -329,6 +349,11 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
     if args.batchsize % strategy.num_replicas_in_sync:
         raise SR4RSError(f"--batchsize {args.batchsize} must be a multiple of the "
                          f"{strategy.num_replicas_in_sync} devices")
+    if vgg_features is not None and patches.nbands < 3:
+        raise SR4RSError(f"--vggfile needs RGB: the patches have {patches.nbands} band(s), 3 at least")
+    if args.residual == "linear" and patches.lr_patch_size < SKIP_RADIUS:
+        raise SR4RSError(f"--residual linear needs LR patches of at least {SKIP_RADIUS} pixels "
+                         f"(they have {patches.lr_patch_size})")
     check_scales(patches.lr_stats, args.lr_scale, "lr")
     check_scales(patches.hr_stats, args.hr_scale, "hr")
     preview = read_preview(args.preview, patches.nbands, args.depth) if args.preview else None
@@ -339,12 +364,14 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
                          vggweight=args.vggweight, ganweight=args.ganweight, losstype=args.losstype,
                          residual=args.residual, compute_dtype=args.mixed_precision or "float32")
     trainer = Trainer(config, strategy, vgg_features)
-    if args.residual == "linear":
-        batches = patches.tf_dataset(min(LSFIT_BATCH, patches.n_patches), shuffle=False)
-        fit_linear_skips(trainer.generator, batches.take(LSFIT_BATCHES), args.lr_scale, args.hr_scale)
-    checkpoints = Checkpoints(trainer, args.save_ckpt, name)
+    checkpoints = Checkpoints(trainer, args.save_ckpt, name, {"residual": args.residual,
+                                                              "lr_scale": args.lr_scale,
+                                                              "hr_scale": args.hr_scale})
     if args.load_ckpt:
         checkpoints.restore(args.load_ckpt)
+    elif args.residual == "linear":
+        batches = patches.tf_dataset(min(LSFIT_BATCH, patches.n_patches), shuffle=False)
+        fit_linear_skips(trainer.generator, batches.take(LSFIT_BATCHES), args.lr_scale, args.hr_scale)
     name = checkpoints.run.numpy().decode()
     manager = checkpoints.manager()
     board = TensorBoard(args.logdir, name)

@@ -83,6 +83,17 @@ def test_modes_give_identical_samples(two_pairs):
     assert sum(again, []) == epochs[0]
 
 
+def test_single_band_patches_stream_like_in_memory(tmp_path):
+    lr, hr = make_pair(str(tmp_path), "pan", 5, c=1)
+    batches = [list(PatchesDataset([lr], [hr], streaming=streaming).tf_dataset(2, seed=1))
+               for streaming in (False, True)]
+    assert len(batches[0]) == len(batches[1]) == 2
+    for mem, stream in zip(*batches, strict=True):
+        assert stream["lr"].shape == (2, S, S, 1)
+        np.testing.assert_array_equal(mem["lr"], stream["lr"])
+        np.testing.assert_array_equal(mem["hr"], stream["hr"])
+
+
 def test_no_shuffle_keeps_file_order(two_pairs):
     for streaming in (False, True):
         ds = PatchesDataset(*two_pairs, streaming=streaming)

@@ -71,3 +71,14 @@ def test_too_few_windows_keep_the_bicubic_start(caplog):
     fit_linear_skips(generator, batches, 1.0, 1.0)
     assert all(np.array_equal(b, s.kernel.numpy()) for b, s in zip(before, generator.skips, strict=True))
     assert "keep their bicubic start" in caplog.text
+
+
+def test_patches_smaller_than_the_window_keep_the_bicubic_start(caplog):
+    lr = np.random.default_rng(2).uniform(0, 1, (64, 5, 5, 1)).astype(np.float32)
+    hr = np.zeros((64, 20, 20, 1), np.float32)
+    batches = tf.data.Dataset.from_tensor_slices({"lr": lr, "hr": hr}).batch(8)
+    generator = network.Generator(1, nresblocks=1, dim=4, residual="linear")
+    before = generator.skips[0].kernel.numpy().copy()
+    fit_linear_skips(generator, batches, 1.0, 1.0)
+    np.testing.assert_array_equal(before, generator.skips[0].kernel.numpy())
+    assert "keep their bicubic start" in caplog.text

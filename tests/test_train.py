@@ -81,7 +81,7 @@ def test_previews_are_logged_for_the_three_scales_and_bicubic(first_run):
 
 
 def test_a_checkpoint_per_epoch_and_a_working_savedmodel(first_run):
-    assert len(glob.glob(str(first_run / "ckpts" / "*.index"))) == 2
+    assert len(glob.glob(str(first_run / "ckpts" / "*" / "*.index"))) == 2
     model = tf.saved_model.load(str(first_run / "savedmodel"))
     signature = model.signatures[constants.SIGNATURE_KEY]
     for pad in constants.PADS:
@@ -101,7 +101,7 @@ def test_resuming_continues_the_steps_in_the_same_run(first_run, data):
     assert len(os.listdir(first_run / "logs")) == 1  # the curves continue in the first run's directory
     steps = [s for s, _ in events(first_run / "logs")[constants.DIS_LOSS]]
     assert steps == [3, 4, 5, 6, 7, 8]  # 2 epochs done (pre-training, training), third epoch resumed
-    assert len(glob.glob(str(first_run / "ckpts" / "*.index"))) == 3
+    assert len(glob.glob(str(first_run / "ckpts" / "*" / "*.index"))) == 3
 
 
 def test_the_readme_example_is_accepted(data, tmp_path):
@@ -128,7 +128,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exports_nothing(data, tmp_path, monkeypat
     args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
             "--savedmodel", str(tmp_path / "model"), "--pretrain", *TINY]
     assert run_cli(train.main, args) == 130
-    assert len(glob.glob(str(tmp_path / "ck" / "*.index"))) == 1
+    assert len(glob.glob(str(tmp_path / "ck" / "*" / "*.index"))) == 1
     assert not os.path.exists(tmp_path / "model")
 
 
@@ -154,7 +154,7 @@ def test_refusals_are_one_line_and_leave_no_checkpoint(data, tmp_path, capsys, e
 def test_an_original_tf1_checkpoint_loads_into_the_networks(tmp_path_factory):
     savedmodel = cached(tmp_path_factory, "original_4b", lambda p: original_model(p, nbands=4))
     trainer = train.Trainer(train.TrainConfig(nbands=4, depth=4, nresblocks=1))
-    checkpoints = train.Checkpoints(trainer, str(tmp_path_factory.mktemp("unused")), "run")
+    checkpoints = train.Checkpoints(trainer, str(tmp_path_factory.mktemp("unused")), "run", {})
     checkpoints.restore(savedmodel + "_work/ck")
     lr = np.random.default_rng(0).integers(0, 3000, (1, 40, 40, 4)).astype(np.int16)
     original = tf.saved_model.load(savedmodel).signatures[constants.SIGNATURE_KEY]
@@ -203,7 +203,7 @@ def test_bfloat16_training_exports_a_float32_savedmodel(data, tmp_path, caplog):
     assert exported.dtype == tf.float32
     # the same weights in a float32 trainer give the same output: the export runs in float32
     trainer = train.Trainer(train.TrainConfig(nbands=4, depth=4, nresblocks=1))
-    train.Checkpoints(trainer, str(tmp_path / "unused"), "run").restore(str(tmp_path / "ck"))
+    train.Checkpoints(trainer, str(tmp_path / "unused"), "run", {}).restore(str(tmp_path / "ck"))
     expected = trainer.generate(tf.constant(lr))[1].numpy()[:, 32:-32, 32:-32]
     np.testing.assert_allclose(exported.numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     bf16 = trainer.generator(tf.constant(1e-4 * lr, tf.bfloat16))[1].numpy().astype(np.float32) / 1e-4
@@ -232,3 +232,33 @@ def test_a_large_preview_is_cropped_around_its_centre_with_a_warning(tmp_path, c
     np.testing.assert_array_equal(preview[0], image[136:264, 86:214])
     assert "too large for depth 64" in caplog.text
     assert train.read_preview(path, nbands=2, depth=4).shape == (1, 400, 300, 2)  # small depth: whole image
+
+
+def test_runs_sharing_save_ckpt_keep_their_own_folders_and_the_newest_resumes(tmp_path):
+    older, newer = tmp_path / "SR4RS_a", tmp_path / "SR4RS_b"
+    for folder in (older, newer):
+        folder.mkdir()
+        tf.train.Checkpoint(v=tf.Variable(1.0)).write(str(folder / "ckpt-1"))
+        (folder / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    os.utime(str(older / "ckpt-1.index"), (1, 1))
+    assert train.checkpoint_location(str(tmp_path) + "/", "SR4RS_c") == str(tmp_path / "SR4RS_c")
+    assert train.checkpoint_location(str(tmp_path / "exp1_"), "SR4RS_c") == str(tmp_path / "exp1_SR4RS_c")
+    assert train.find_checkpoint(str(tmp_path)) == str(newer / "ckpt-1")
+    assert train.find_checkpoint(str(older)) == str(older / "ckpt-1")
+
+
+def test_resuming_with_other_settings_is_refused(first_run, data, capsys):
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--residual", "bicubic",
+            "--save_ckpt", str(first_run / "ckpts") + "/", "--load_ckpt", str(first_run / "ckpts"), *TINY]
+    assert run_cli(train.main, args) == 2
+    assert "resume with the settings of the checkpoint (--residual None in the checkpoint, bicubic here)" \
+        in capsys.readouterr().err
+
+
+@needs_original
+def test_an_original_checkpoint_with_residual_is_refused(tmp_path_factory):
+    savedmodel = cached(tmp_path_factory, "original_4b", lambda p: original_model(p, nbands=4))
+    trainer = train.Trainer(train.TrainConfig(nbands=4, depth=4, nresblocks=1, residual="linear"))
+    checkpoints = train.Checkpoints(trainer, str(tmp_path_factory.mktemp("unused")), "run", {})
+    with pytest.raises(train.SR4RSError, match="has no residual skip"):
+        checkpoints.restore(savedmodel + "_work/ck")
