@@ -84,7 +84,7 @@ def split_scene(lr: str, hr: str, folder: str) -> dict[str, str]:
     windows = {"lr_train": (lr, [0, 0, train_cols, rows], 1), "hr_train": (hr, [0, 0, train_cols, rows], 4),
                "lr_heldout": (lr, [train_cols, 0, cols - train_cols, rows], 1),
                "hr_heldout": (hr, [train_cols, 0, cols - train_cols, rows], 4),
-               "preview": (lr, [train_cols, rows // 2, 48, 48], 1)}
+               "preview": (lr, [train_cols, rows // 2, min(48, cols - train_cols), 48], 1)}
     for name, (src, window, scale) in windows.items():
         gdal.Translate(paths[name], src, srcWin=[v * scale for v in window], creationOptions=["TILED=YES"])
     return paths

@@ -41,7 +41,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
     """
     try:
         return int(main(argv) or 0)
-    except SR4RSError as err:
+    except (SR4RSError, OSError) as err:  # OSError: the system said no (permissions, full disk, ...)
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -797,8 +796,6 @@ def write_png(path: str, rgb: np.ndarray) -> None:
         mem.GetRasterBand(b + 1).WriteArray(rgb[:, :, b])
     with atomic_output(path) as tmp:
         gdal.GetDriverByName("PNG").CreateCopy(tmp, mem)
-    if os.path.exists(path + ".aux.xml"):
-        os.remove(path + ".aux.xml")
 
 
 def _detailed_crop(reference: np.ndarray, mask: np.ndarray, size: int) -> tuple[int, int]:

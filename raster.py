@@ -113,6 +113,8 @@ def atomic_output(path: str) -> Iterator[str]:
     aux = tmp + ".aux.xml"
     if os.path.exists(aux):
         os.replace(aux, path + ".aux.xml")
+    elif os.path.exists(path + ".aux.xml"):
+        os.remove(path + ".aux.xml")  # statistics of the file this one replaced
 
 
 def read_sample(ds: gdal.Dataset, max_size: int = 512) -> np.ndarray:

@@ -18,7 +18,6 @@ import numpy as np
 
 import constants
 import otb_engine
-import tiler
 from errors import SR4RSError, run_cli, setup_logging
 from otb_env import load_otb
 from raster import (
@@ -31,7 +30,6 @@ from raster import (
     read_sample,
     valid_mask,
 )
-from sr_model import Signature, band_statistics, check_input, inspect_savedmodel
 
 logger = logging.getLogger("sr")
 
@@ -193,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.path.abspath(output) == os.path.abspath(args.input):
         raise SR4RSError(f"{output}: the output would overwrite the input")
     src = open_raster(args.input)
+    # TensorFlow loads here, after the cheap checks of the command line and the input
+    import tiler
+    from sr_model import Signature, band_statistics, check_input, inspect_savedmodel
+
     info = inspect_savedmodel(args.savedmodel)
     info.output_key(args.pad)
     out_type = gdal_type(args.encoding) if args.encoding != "auto" else src.GetRasterBand(1).DataType

@@ -112,8 +112,8 @@ def to_encoding(hr: np.ndarray, valid: np.ndarray, dtype: np.dtype, out_nodata: 
 class _Job:
     """One run: the input, the output grid, its tiles, and the read and write of a batch of tiles."""
 
-    def __init__(self, src: gdal.Dataset, dst: gdal.Dataset, settings: Settings):
-        self.src, self.dst, self.s = src, dst, settings
+    def __init__(self, src: gdal.Dataset, dst: gdal.Dataset, settings: Settings, output: str):
+        self.src, self.dst, self.s, self.output = src, dst, settings, output
         self.width, self.height = dst.RasterXSize, dst.RasterYSize
         self.tw, self.th = min(settings.ts, self.width), min(settings.ts, self.height)
         self.tiles = [(x, y) for y in range(0, self.height, self.th) for x in range(0, self.width, self.tw)]
@@ -140,12 +140,18 @@ class _Job:
             ok = np.repeat(np.repeat(ok, constants.SCALE, 0), constants.SCALE, 1)[:h, :w]
             self.unmarked_invalid |= self.s.out_nodata is None and not ok.all()
             pixels = to_encoding(tile[:h, :w], ok, self.dtype, self.s.out_nodata)
-            self.dst.WriteArray(np.moveaxis(pixels, -1, 0), x, y)
+            try:
+                self.dst.WriteArray(np.moveaxis(pixels, -1, 0), x, y)
+            except RuntimeError as err:  # e.g. a full disk
+                raise SR4RSError(f"{self.output}: writing failed ({str(err).strip()})") from None
 
     def close(self) -> None:
         """Flush and close the output (GDAL closes a dataset when its last reference goes)."""
-        self.dst.FlushCache()
-        self.dst = None
+        dst, self.dst = self.dst, None
+        try:
+            dst.FlushCache()
+        except RuntimeError as err:  # e.g. a full disk
+            raise SR4RSError(f"{self.output}: writing failed ({str(err).strip()})") from None
 
 
 def create_output(path: str, src: gdal.Dataset, settings: Settings) -> gdal.Dataset:
@@ -163,10 +169,12 @@ def create_output(path: str, src: gdal.Dataset, settings: Settings) -> gdal.Data
                                                    settings.gdal_type, options)
     except RuntimeError as err:
         raise SR4RSError(f"{path}: cannot create the output ({str(err).strip()})") from None
-    gt = src.GetGeoTransform()
-    dst.SetGeoTransform((gt[0], gt[1] / constants.SCALE, gt[2] / constants.SCALE,
-                         gt[3], gt[4] / constants.SCALE, gt[5] / constants.SCALE))
-    dst.SetProjection(src.GetProjection())
+    gt = src.GetGeoTransform(can_return_null=True)
+    if gt is not None:  # an image without georeferencing gives one without
+        dst.SetGeoTransform((gt[0], gt[1] / constants.SCALE, gt[2] / constants.SCALE,
+                             gt[3], gt[4] / constants.SCALE, gt[5] / constants.SCALE))
+    if src.GetProjection():
+        dst.SetProjection(src.GetProjection())
     copy_band_metadata(src, dst)
     if settings.out_nodata is not None:
         for b in range(1, dst.RasterCount + 1):
@@ -208,7 +216,7 @@ def run(input_path: str, signature: Signature, output: str, settings: Settings) 
     src = open_raster(input_path)
     start = time.perf_counter()
     with atomic_output(output) as tmp:
-        job = _Job(src, create_output(tmp, src, settings), settings)
+        job = _Job(src, create_output(tmp, src, settings), settings, output)
         margin = 2 * settings.pad // constants.SCALE
         logger.info("%s x %s HR pixels in %s tile(s) of %s x %s (LR windows of %s x %s), %s per batch",
                     job.width, job.height, len(job.tiles), job.tw, job.th, job.tw // constants.SCALE + margin,

@@ -412,6 +412,9 @@ def train(args: argparse.Namespace, name: str, strategy: tf.distribute.Strategy 
             saved = manager.save(checkpoint_number=index)
             logger.info("%s epoch %s/%s done (step %s), file system wait %.2fs, checkpoint %s", phase, epoch,
                         args.epochs, int(checkpoints.step), patches.pop_wait_seconds(), saved)
+    except tf.errors.OpError as err:  # e.g. a patches file that became unreadable, out of memory
+        raise SR4RSError(f"training stopped at step {int(checkpoints.step)}: "
+                         f"{err.message.strip().splitlines()[0]}") from None
     except KeyboardInterrupt:
         saved = manager.save(checkpoint_number=index)
         logger.warning("Interrupted: checkpoint saved to %s (resume with --load_ckpt %s)", saved, saved)

@@ -184,11 +184,6 @@ class Trainer(tf.Module):
         self.pretrain_step = tf.function(self._pretrain_step, autograph=False)
         self.generate = tf.function(self._generate, autograph=False)
 
-    def set_learning_rate(self, value: float) -> None:
-        """Set the learning rate of all optimisers."""
-        for optimizer in (self.gen_optimizer, self.dis_optimizer, self.pretrain_optimizer):
-            optimizer.learning_rate.assign(value)
-
     def _inputs(self, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, losses.Pyramid]:
         lr = self.config.lr_scale * tf.cast(batch[constants.LR_KEY], tf.float32)
         return lr, losses.real_pyramid(batch[constants.HR_KEY], self.config.hr_scale)

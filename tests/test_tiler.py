@@ -192,3 +192,15 @@ def test_progress_bar_and_log(tmp_path, nearest, capsys, caplog):
                         "--engine", "tf", "--ts", "16"]) == 0
     assert "HR Mpx/s" in capsys.readouterr().err
     assert "9 tile(s) of 16 x 16" in caplog.text
+
+
+def test_an_input_without_georeferencing_gives_an_output_without(tmp_path, nearest):
+    src = str(tmp_path / "plain.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(src, 12, 10, 1, gdal.GDT_Byte)
+    ds.GetRasterBand(1).WriteArray(np.arange(120, dtype=np.uint8).reshape(10, 12))
+    ds = None
+    out = str(tmp_path / "out.tif")
+    hr = run_tf(src, nearest, out)
+    assert hr.shape == (40, 48, 1)
+    result = gdal.Open(out)
+    assert result.GetGeoTransform(can_return_null=True) is None and result.GetProjection() == ""

@@ -262,3 +262,22 @@ def test_an_original_checkpoint_with_residual_is_refused(tmp_path_factory):
     checkpoints = train.Checkpoints(trainer, str(tmp_path_factory.mktemp("unused")), "run", {})
     with pytest.raises(train.SR4RSError, match="has no residual skip"):
         checkpoints.restore(savedmodel + "_work/ck")
+
+
+def test_a_patches_file_broken_while_streaming_stops_with_one_line(data, tmp_path, capsys, monkeypatch):
+    lr, hr = str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif")
+    tf.io.gfile.copy(data["lr"], lr)
+    tf.io.gfile.copy(data["hr"], hr)
+    board_init = train.TensorBoard.__init__
+
+    def truncate_then_init(self, *args):  # the file breaks after the checks, once training starts
+        with open(hr, "r+b") as f:
+            f.truncate(2000)
+        board_init(self, *args)
+
+    monkeypatch.setattr(train.TensorBoard, "__init__", truncate_then_init)
+    args = ["--lr_patches", lr, "--hr_patches", hr, "--streaming", "--save_ckpt", str(tmp_path / "ck") + "/",
+            *TINY]
+    assert run_cli(train.main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: training stopped at step 0:") and "hr.tif: read failed" in err[-1]
