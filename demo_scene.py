@@ -31,7 +31,6 @@ import constants
 from errors import SR4RSError, run_cli, setup_logging
 from raster import atomic_output
 
-gdal.UseExceptions()
 logger = logging.getLogger(__name__)
 
 HR_PIXEL = 2.5  # metres

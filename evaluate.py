@@ -26,7 +26,6 @@ import constants
 from errors import SR4RSError, run_cli, setup_logging
 from raster import atomic_output, check_output_path, nodata_value, open_raster, read_array, srs_from_wkt
 
-gdal.UseExceptions()
 logger = logging.getLogger(__name__)
 
 # SSIM constants (Wang, Bovik, Sheikh, Simoncelli 2004).

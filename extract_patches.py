@@ -20,10 +20,17 @@ from tqdm import tqdm
 
 from constants import SCALE
 from errors import SR4RSError, run_cli, setup_logging
-from raster import atomic_output, check_output_path, gdal_type, numpy_type_of, open_raster, srs_from_wkt
+from raster import (
+    atomic_output,
+    check_output_path,
+    gdal_type,
+    numpy_type_of,
+    open_raster,
+    require_file,
+    srs_from_wkt,
+)
 
 logger = logging.getLogger(__name__)
-gdal.UseExceptions()
 ogr.UseExceptions()
 osr.UseExceptions()
 
@@ -306,8 +313,7 @@ def _grid_candidates(lr: Grid, size: int, step: int) -> Candidates:
 def _point_candidates(path: str, layer_name: str | None, field_name: str | None, lr: Grid, lr_wkt: str,
                       size: int) -> Candidates:
     """LR windows of the points of a vector layer (reprojected to the LR CRS when needed)."""
-    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
-        raise SR4RSError(f"{path}: no such file")
+    require_file(path)
     try:
         vds = ogr.Open(path)
     except RuntimeError as err:

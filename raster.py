@@ -35,8 +35,7 @@ def open_raster(path: str, update: bool = False) -> gdal.Dataset:
     """
     if not path:
         raise SR4RSError("an image path is empty")
-    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
-        raise SR4RSError(f"{path}: no such file")
+    require_file(path)
     try:
         ds = gdal.Open(path, gdal.GA_Update if update else gdal.GA_ReadOnly)
     except RuntimeError as err:
@@ -44,6 +43,12 @@ def open_raster(path: str, update: bool = False) -> gdal.Dataset:
     if ds is None or ds.RasterCount == 0:
         raise SR4RSError(f"{path}: not a readable raster")
     return ds
+
+
+def require_file(path: str) -> None:
+    """Refuse a local path that does not exist (URLs and GDAL /vsi paths are left to the driver)."""
+    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
+        raise SR4RSError(f"{path}: no such file")
 
 
 def read_array(ds: gdal.Dataset, xoff: int = 0, yoff: int = 0, xsize: int | None = None,
