@@ -1,4 +1,4 @@
-"""Names and numbers that the rest of SR4RS, its SavedModels and OTB depend on (SPEC section 1)."""
+"""Names and numbers that the rest of SR4RS, its SavedModels and OTB depend on (docs/DESIGN.md §1)."""
 
 # Scale factors of the generator outputs: 1 = full HR resolution, 2 = half, 4 = LR resolution.
 FACTORS = (1, 2, 4)
@@ -31,7 +31,7 @@ GEN_LOSS_L2 = "gen_loss_l2"
 DIS_LOSS = "dis_loss"
 PREVIEW_PREFIX = "preview_factor"
 
-# Layers (SPEC section 2).
+# Layers (docs/DESIGN.md §2).
 LRELU_SLOPE = 0.2
 PIXNORM_EPSILON = 1e-8
 MBSTD_GROUP_SIZE = 4

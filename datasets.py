@@ -1,11 +1,10 @@
-"""Read OTBTF patches images (SPEC section 7) as a tf.data pipeline of LR/HR pairs, in memory or streaming.
+"""Read OTBTF patches images (docs/DESIGN.md §7) as a tf.data pipeline of LR/HR pairs, in memory or streaming.
 
 A patches image stacks N patches of s x s pixels vertically (width s, height N*s). LR and HR lists pair
 up file by file and patch by patch; HR patches are SCALE (4) times larger than LR patches.
 """
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -19,9 +18,10 @@ from osgeo import gdal
 
 from constants import HR_KEY, LR_KEY, SCALE
 from errors import SR4RSError
-from raster import numpy_dtype, open_raster
+from logs import get_logger
+from raster import gdal_errors, numpy_dtype, open_raster
 
-logger = logging.getLogger(__name__)
+logger = get_logger("datasets")
 
 # Bytes read at once when loading or computing statistics (per file, whole patches).
 CHUNK_BYTES = 4 * 2 ** 20
@@ -144,10 +144,8 @@ class _Handles:
 
 def _read_patches(ds: gdal.Dataset, path: str, start: int, count: int, size: int, out: np.ndarray) -> None:
     """Read patches [start, start + count) of a patches image into `out` [count, size, size, bands]."""
-    try:
+    with gdal_errors(f"{path}: read failed"):
         arr = ds.ReadAsArray(0, start * size, size, count * size, interleave="pixel")
-    except RuntimeError as err:
-        raise SR4RSError(f"{path}: read failed ({str(err).strip()})") from None
     out[...] = arr.reshape(count, size, size, -1)
 
 
@@ -312,10 +310,9 @@ class PatchesDataset:
             for f, buf in ((self._lr[k], out[0]), (self._hr[k], out[1])):
                 ds = self._handles.get(f.path)
                 target = buf[j] if self.nbands > 1 else buf[j, :, :, 0]  # GDAL wants 2-D for one band
-                try:  # straight into the batch, converted to the common type by GDAL if needed
+                # straight into the batch, converted to the common type by GDAL if needed
+                with gdal_errors(f"{f.path}: read failed"):
                     ds.ReadAsArray(0, local * f.size, f.size, f.size, buf_obj=target, interleave="pixel")
-                except RuntimeError as err:
-                    raise SR4RSError(f"{f.path}: read failed ({str(err).strip()})") from None
         self._add_wait(time.perf_counter() - t0)
         return out[0], out[1]
 

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 
 from osgeo import gdal
 
-from errors import SR4RSError, run_cli
+from cli import run_cli
+from errors import SR4RSError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARKER = ".sr4rs-demo"  # marks a folder made by the demo (emptied by the next demo)

@@ -17,7 +17,6 @@ every pixel of both images is valid.
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import sys
@@ -28,10 +27,12 @@ import numpy as np
 from osgeo import gdal, osr
 
 import constants
-from errors import SR4RSError, run_cli, setup_logging
+from cli import run_cli
+from errors import SR4RSError
+from logs import get_logger, setup_logging
 from raster import atomic_output
 
-logger = logging.getLogger(__name__)
+logger = get_logger("demo_scene")
 
 HR_PIXEL = 2.5  # metres
 LR_PIXEL = HR_PIXEL * constants.SCALE

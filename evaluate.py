@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -23,10 +22,20 @@ import numpy as np
 from osgeo import gdal, osr
 
 import constants
-from errors import SR4RSError, run_cli, setup_logging
-from raster import atomic_output, check_output_path, nodata_value, open_raster, read_array, srs_from_wkt
+from cli import run_cli
+from errors import SR4RSError
+from logs import get_logger, setup_logging
+from raster import (
+    atomic_output,
+    check_output_path,
+    gdal_errors,
+    nodata_value,
+    open_raster,
+    read_array,
+    srs_from_wkt,
+)
 
-logger = logging.getLogger(__name__)
+logger = get_logger("evaluate")
 
 # SSIM constants (Wang, Bovik, Sheikh, Simoncelli 2004).
 SSIM_WINDOW = 11
@@ -368,10 +377,8 @@ def _warp(ds: gdal.Dataset, inputs: Inputs, algorithm: str, src_nodata: float | 
         options["dstSRS"] = srs.ExportToWkt()
     if src_nodata is not None:
         options["srcNodata"] = src_nodata
-    try:
+    with gdal_errors(f"{ds.GetDescription()}: resampling failed"):
         out = gdal.Warp("", ds, **options)
-    except RuntimeError as err:
-        raise SR4RSError(f"{ds.GetDescription()}: resampling failed ({str(err).strip()})") from None
     return read_array(out)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -20,8 +19,9 @@ import tensorflow as tf
 
 import constants
 from errors import SR4RSError
+from logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger("export")
 
 
 class ServingModel(tf.Module):

@@ -5,7 +5,6 @@ The built-in replacement of OTBTF's PatchesExtraction for SR4RS (see `--help` an
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import sys
@@ -18,11 +17,14 @@ import numpy as np
 from osgeo import gdal, gdal_array, ogr, osr
 from tqdm import tqdm
 
+from cli import run_cli
 from constants import SCALE
-from errors import SR4RSError, run_cli, setup_logging
+from errors import SR4RSError
+from logs import get_logger, setup_logging
 from raster import (
     atomic_output,
     check_output_path,
+    gdal_errors,
     gdal_type,
     numpy_type_of,
     open_raster,
@@ -30,7 +32,7 @@ from raster import (
     srs_from_wkt,
 )
 
-logger = logging.getLogger(__name__)
+logger = get_logger("extract_patches")
 ogr.UseExceptions()
 osr.UseExceptions()
 
@@ -43,7 +45,7 @@ ORIGIN_TOL = 1e-3
 WRITE_CHUNK_ROWS = 4096
 
 DESCRIPTION = """\
-Extract patches images in OTBTF format (SPEC section 7: N patches stacked vertically, width s,
+Extract patches images in OTBTF format (N patches stacked vertically, width s,
 height N*s, all bands) from a low-resolution image (LR) and a high-resolution image (HR) of the same
 area, for `train.py --lr_patches/--hr_patches`. Patch i of the LR output and patch i of the HR output
 cover exactly the same ground: the HR patch is the LR patch's window times 4.
@@ -163,11 +165,9 @@ class Source:
 
     def read(self, xoff: int, yoff: int, size: int) -> np.ndarray:
         """Read a size x size window of every band as [rows, cols, bands]."""
-        try:
+        with gdal_errors(f"{self.path}: read failed"):
             arr = self.ds.ReadAsArray(int(xoff), int(yoff), size, size, band_list=self.bands,
                                       interleave="pixel")
-        except RuntimeError as err:
-            raise SR4RSError(f"{self.path}: read failed ({str(err).strip()})") from None
         return arr.reshape(size, size, len(self.bands))
 
     def valid(self, arr: np.ndarray, xoff: int, yoff: int) -> bool:
@@ -296,10 +296,8 @@ def _warp_hr(hr_ds: gdal.Dataset, lr: Grid, lr_wkt: str, hr_nodata: float | None
         kwargs.update(srcNodata=nodata, dstNodata=nodata)
     else:
         kwargs["dstAlpha"] = True
-    try:
+    with gdal_errors("cannot resample the HR image onto the LR grid"):
         return gdal.Warp("", hr_ds, options=gdal.WarpOptions(**kwargs))
-    except RuntimeError as err:
-        raise SR4RSError(f"cannot resample the HR image onto the LR grid ({str(err).strip()})") from None
 
 
 def _grid_candidates(lr: Grid, size: int, step: int) -> Candidates:
@@ -314,10 +312,8 @@ def _point_candidates(path: str, layer_name: str | None, field_name: str | None,
                       size: int) -> Candidates:
     """LR windows of the points of a vector layer (reprojected to the LR CRS when needed)."""
     require_file(path)
-    try:
+    with gdal_errors(f"{path}: not a readable vector layer"):
         vds = ogr.Open(path)
-    except RuntimeError as err:
-        raise SR4RSError(f"{path}: not a readable vector layer ({str(err).strip()})") from None
     if vds is None or vds.GetLayerCount() == 0:
         raise SR4RSError(f"{path}: not a readable vector layer")
     if layer_name:
@@ -370,12 +366,9 @@ def _point_candidates(path: str, layer_name: str | None, field_name: str | None,
         vec_srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         if not vec_srs.IsSame(lr_srs):
             logger.info("reprojecting %d points of %s to the LR image's CRS", len(x), path)
-            try:
+            with gdal_errors(f"{path}: cannot reproject the points to the LR image's CRS"):
                 ct = osr.CoordinateTransformation(vec_srs, lr_srs)
                 out = np.array(ct.TransformPoints(np.column_stack([x, y]).tolist()), dtype=np.float64)
-            except RuntimeError as err:
-                raise SR4RSError(f"{path}: cannot reproject the points to the LR image's CRS "
-                                 f"({str(err).strip()})") from None
             x, y = out[:, 0], out[:, 1]
     col = otb_pixel_index(x, lr.x0, lr.px) - size // 2
     row = otb_pixel_index(y, lr.y0, lr.py) - size // 2
@@ -397,10 +390,8 @@ def _write_patches(path: str, spill: np.ndarray, order: np.ndarray, pixel: tuple
     n, size, _, nbands = len(order), spill.shape[1], spill.shape[2], spill.shape[3]
     gtype = gdal_array.NumericTypeCodeToGDALTypeCode(spill.dtype)
     options = ["BIGTIFF=IF_SAFER"]
-    try:
+    with gdal_errors(f"{path}: cannot create"):
         ds = gdal.GetDriverByName("GTiff").Create(path, size, n * size, nbands, gtype, options)
-    except RuntimeError as err:
-        raise SR4RSError(f"{path}: cannot create ({str(err).strip()})") from None
     px, py = pixel
     ds.SetGeoTransform((-0.5 * px, px, 0.0, -0.5 * py, 0.0, py))  # as OTB: pixel (0, 0) centred on (0, 0)
     per_chunk = max(1, WRITE_CHUNK_ROWS // size)
@@ -556,14 +547,12 @@ def extract(args: argparse.Namespace, centers_path: str) -> dict:
         out_lr = stack.enter_context(atomic_output(args.out_lr))
         out_hr = stack.enter_context(atomic_output(args.out_hr))
         out_c = stack.enter_context(atomic_output(centers_path))
-        try:
+        with gdal_errors("cannot write the outputs"):
             _write_patches(out_lr, spill_lr, order, (lr.px, lr.py))
             _write_patches(out_hr, spill_hr, order, (hr.px, hr.py))
             _write_centers(out_c, lr_wkt, np.column_stack([cx, cy]), cand.source_fid[chosen],
                            cand.lr_col[chosen], cand.lr_row[chosen], cand.field_info,
                            [cand.values[j] for j in chosen] if cand.field_info is not None else [])
-        except RuntimeError as err:
-            raise SR4RSError(f"cannot write the outputs ({str(err).strip()})") from None
         del spill_lr, spill_hr
     return counts
 

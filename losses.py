@@ -1,4 +1,4 @@
-"""Training losses of SR4RS (SPEC section 5), as plain functions of tensors and networks.
+"""Training losses of SR4RS (docs/DESIGN.md §5), as plain functions of tensors and networks.
 
 Images are dicts {factor: [N, H, W, C]} over the three scales (1 = HR, 2 = HR/2, 4 = LR size).
 """

@@ -1,5 +1,5 @@
-"""SR4RS networks on `tf.Module`: the layers (SPEC section 2), the MSG-GAN generator (section 3)
-and the multi-scale discriminator (section 4).
+"""SR4RS networks on `tf.Module`: the layers (docs/DESIGN.md §2), the MSG-GAN generator (§3)
+and the multi-scale discriminator (§4).
 
 Variables carry the original SR4RS names (`gen/encoder/conv1_9x9/weight`, `dis/res_4x/from_input/bias`,
 ...) so that original checkpoints map onto them by name. Every layer casts its float32 variables to
@@ -7,15 +7,15 @@ the dtype of its input, so the networks also run in float16 / bfloat16 (mixed pr
 """
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 import tensorflow as tf
 
 import constants
+from logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger("network")
 
 RESIDUALS = (None, "bicubic", "linear")
 SKIP_RADIUS = 3

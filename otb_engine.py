@@ -1,4 +1,4 @@
-"""OTB engine: the original's call of OTBTF TensorflowModelServe (SPEC section 8), and the fix of its
+"""OTB engine: the original's call of OTBTF TensorflowModelServe (docs/DESIGN.md §8), and the fix of its
 output origin.
 
 OTB's output starts `pad` HR pixels inside the input's corner (the first place where a whole LR window
@@ -12,7 +12,6 @@ receptive field (ts + 2*pad)/4 is even (the defaults: 160), 0.5 HR pixel left an
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -20,10 +19,11 @@ from osgeo import gdal
 
 import constants
 from errors import SR4RSError
+from logs import get_logger
 from otb_env import load_otb
 from raster import atomic_output, copy_band_metadata, open_raster
 
-logger = logging.getLogger(__name__)
+logger = get_logger("otb_engine")
 
 # GDAL data type -> suffix of OTB's ImagePixelType_* constants.
 OTB_PIXEL_TYPES = {gdal.GDT_Byte: "uint8", gdal.GDT_Int16: "int16", gdal.GDT_UInt16: "uint16",
@@ -63,7 +63,7 @@ def output_filename(path: str, creation_options: dict[str, str], extended: list[
 
 def parameters(input_path: str, savedmodel: str, out: str, ts: int, pad: int,
                nodata: float | None) -> dict[str, Any]:
-    """TensorflowModelServe parameters, as the original sr.py sets them (SPEC section 8).
+    """TensorflowModelServe parameters, as the original sr.py sets them (docs/DESIGN.md §8).
 
     Args:
         input_path: the LR image.

@@ -3,12 +3,13 @@ image), or built by `make otb` into the project's `.otb/` folder (or the folder 
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from types import ModuleType
 
-logger = logging.getLogger(__name__)
+from logs import get_logger
+
+logger = get_logger("otb_env")
 
 OTB_DIR_VARIABLE = "SR4RS_OTB_DIR"
 DEBIAN_OTB_APPS = "/usr/lib/x86_64-linux-gnu/otb/applications"

@@ -26,6 +26,16 @@ ENCODINGS = {
 }
 
 
+@contextlib.contextmanager
+def gdal_errors(message: str) -> Iterator[None]:
+    """Turn a GDAL/OGR/OSR error (RuntimeError, with exceptions on) inside the block into
+    SR4RSError(f"{message} ({GDAL's message})"), e.g. `with gdal_errors(f"{path}: read failed"):`."""
+    try:
+        yield
+    except RuntimeError as err:
+        raise SR4RSError(f"{message} ({str(err).strip()})") from None
+
+
 def open_raster(path: str, update: bool = False) -> gdal.Dataset:
     """Open a raster with GDAL, or raise SR4RSError naming the file.
 
@@ -36,10 +46,8 @@ def open_raster(path: str, update: bool = False) -> gdal.Dataset:
     if not path:
         raise SR4RSError("an image path is empty")
     require_file(path)
-    try:
+    with gdal_errors(f"{path}: not a readable raster"):
         ds = gdal.Open(path, gdal.GA_Update if update else gdal.GA_ReadOnly)
-    except RuntimeError as err:
-        raise SR4RSError(f"{path}: not a readable raster ({str(err).strip()})") from None
     if ds is None or ds.RasterCount == 0:
         raise SR4RSError(f"{path}: not a readable raster")
     return ds
@@ -56,10 +64,8 @@ def read_array(ds: gdal.Dataset, xoff: int = 0, yoff: int = 0, xsize: int | None
     """Read a window of every band as an array [rows, cols, bands] in the file's data type."""
     xsize = ds.RasterXSize - xoff if xsize is None else xsize
     ysize = ds.RasterYSize - yoff if ysize is None else ysize
-    try:
+    with gdal_errors(f"{ds.GetDescription()}: read failed"):
         arr = ds.ReadAsArray(xoff, yoff, xsize, ysize)
-    except RuntimeError as err:
-        raise SR4RSError(f"{ds.GetDescription()}: read failed ({str(err).strip()})") from None
     if arr.ndim == 2:
         arr = arr[np.newaxis]
     return np.ascontiguousarray(np.moveaxis(arr, 0, -1))
@@ -132,10 +138,8 @@ def read_sample(ds: gdal.Dataset, max_size: int = 512) -> np.ndarray:
     """
     step = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / max_size)
     cols, rows = max(1, round(ds.RasterXSize / step)), max(1, round(ds.RasterYSize / step))
-    try:
+    with gdal_errors(f"{ds.GetDescription()}: read failed"):
         arr = ds.ReadAsArray(buf_xsize=cols, buf_ysize=rows)
-    except RuntimeError as err:
-        raise SR4RSError(f"{ds.GetDescription()}: read failed ({str(err).strip()})") from None
     if arr.ndim == 2:
         arr = arr[np.newaxis]
     return np.moveaxis(arr, 0, -1)

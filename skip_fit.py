@@ -6,16 +6,15 @@ This is the best linear super-resolution of the training data; the network then 
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import tensorflow as tf
 
 import constants
+from logs import get_logger
 from losses import real_pyramid
 from network import Generator
 
-logger = logging.getLogger(__name__)
+logger = get_logger("skip_fit")
 
 RIDGE = 1e-6  # relative to the mean diagonal of X^T X
 # Fewer LR windows than this many per unknown would over-fit: the skips then stay bicubic.

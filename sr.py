@@ -8,7 +8,6 @@ GDAL + TensorFlow one that needs no OTB (`--engine tf`). `--engine auto` takes O
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import sys
@@ -18,7 +17,9 @@ import numpy as np
 
 import constants
 import otb_engine
-from errors import SR4RSError, run_cli, setup_logging
+from cli import run_cli
+from errors import SR4RSError
+from logs import get_logger, setup_logging
 from otb_env import load_otb
 from raster import (
     check_output_path,
@@ -31,7 +32,7 @@ from raster import (
     valid_mask,
 )
 
-logger = logging.getLogger("sr")
+logger = get_logger("sr")
 
 CREATION_OPTION_PREFIX = "gdal:co:"
 

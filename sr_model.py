@@ -19,8 +19,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 import constants
 from errors import SR4RSError
 from export import read_metadata
+from logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger("sr_model")
 
 # The input's dynamic is "far" from training when its magnitude (|mean| + std) differs by more than this
 # factor (reflectance in [0, 1] vs [0, 10000], 8 bits vs 16 bits), or its mean is outside the training range.

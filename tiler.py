@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,11 +23,19 @@ import tqdm
 from osgeo import gdal
 
 import constants
-from errors import SR4RSError
-from raster import atomic_output, copy_band_metadata, numpy_type_of, open_raster, read_array, valid_mask
+from logs import get_logger
+from raster import (
+    atomic_output,
+    copy_band_metadata,
+    gdal_errors,
+    numpy_type_of,
+    open_raster,
+    read_array,
+    valid_mask,
+)
 from sr_model import Signature
 
-logger = logging.getLogger(__name__)
+logger = get_logger("tiler")
 
 QUEUE_DEPTH = 2
 
@@ -140,18 +147,14 @@ class _Job:
             ok = np.repeat(np.repeat(ok, constants.SCALE, 0), constants.SCALE, 1)[:h, :w]
             self.unmarked_invalid |= self.s.out_nodata is None and not ok.all()
             pixels = to_encoding(tile[:h, :w], ok, self.dtype, self.s.out_nodata)
-            try:
+            with gdal_errors(f"{self.output}: writing failed"):
                 self.dst.WriteArray(np.moveaxis(pixels, -1, 0), x, y)
-            except RuntimeError as err:  # e.g. a full disk
-                raise SR4RSError(f"{self.output}: writing failed ({str(err).strip()})") from None
 
     def close(self) -> None:
         """Flush and close the output (GDAL closes a dataset when its last reference goes)."""
         dst, self.dst = self.dst, None
-        try:
+        with gdal_errors(f"{self.output}: writing failed"):
             dst.FlushCache()
-        except RuntimeError as err:  # e.g. a full disk
-            raise SR4RSError(f"{self.output}: writing failed ({str(err).strip()})") from None
 
 
 def create_output(path: str, src: gdal.Dataset, settings: Settings) -> gdal.Dataset:
@@ -163,12 +166,10 @@ def create_output(path: str, src: gdal.Dataset, settings: Settings) -> gdal.Data
         settings: output type, nodata, creation options.
     """
     options = [f"{key}={value}" for key, value in settings.creation_options.items()]
-    try:
+    with gdal_errors(f"{path}: cannot create the output"):
         dst = gdal.GetDriverByName("GTiff").Create(path, src.RasterXSize * constants.SCALE,
                                                    src.RasterYSize * constants.SCALE, src.RasterCount,
                                                    settings.gdal_type, options)
-    except RuntimeError as err:
-        raise SR4RSError(f"{path}: cannot create the output ({str(err).strip()})") from None
     gt = src.GetGeoTransform(can_return_null=True)
     if gt is not None:  # an image without georeferencing gives one without
         dst.SetGeoTransform((gt[0], gt[1] / constants.SCALE, gt[2] / constants.SCALE,

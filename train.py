@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import logging
 import math
 import os
 import sys
@@ -20,16 +19,18 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import constants
+from cli import run_cli
 from datasets import PatchesDataset
-from errors import SR4RSError, run_cli, setup_logging
+from errors import SR4RSError
 from export import check_new_savedmodel_path, export_savedmodel
+from logs import get_logger, setup_logging
 from network import SKIP_RADIUS, nice_preview
 from raster import open_raster, read_array
 from skip_fit import fit_linear_skips
 from trainer import TrainConfig, Trainer
 from vgg import VGG19Features, load_vgg19_weights
 
-logger = logging.getLogger("train")
+logger = get_logger("train")
 
 MIN_BATCH_SIZE = 3
 # A preview costs about 16 * (4 * depth) * 4 bytes per LR pixel and live feature map: keep one map

@@ -14,16 +14,16 @@ dynamic loss scaling (`DynamicLossScale`).
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import tensorflow as tf
 
 import constants
 import losses
+from logs import get_logger
 from network import Discriminator, Generator
 from vgg import VGG19Features
 
-logger = logging.getLogger(__name__)
+logger = get_logger("trainer")
 
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 INITIAL_LOSS_SCALE = 2.0 ** 15

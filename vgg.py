@@ -1,11 +1,10 @@
-"""VGG19 perceptual loss (SPEC section 6) from a `vgg19.npy` weights file.
+"""VGG19 perceptual loss (docs/DESIGN.md §6) from a `vgg19.npy` weights file.
 
 The file is a pickled dict: layer name -> [kernel (3, 3, c_in, c_out), bias (c_out,)]. Only the
 layers that the chosen feature set needs are loaded and computed.
 """
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 
@@ -13,8 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from errors import SR4RSError
+from logs import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger("vgg")
 
 VGG_MEAN_RGB = (123.68, 116.779, 103.939)
 # Conv layers of VGG19 by block, with their output channels.

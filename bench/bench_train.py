@@ -253,7 +253,7 @@ def main() -> None:
     args.output = args.output or BENCHMARKS
 
     from datasets import PatchesDataset
-    from errors import setup_logging
+    from logs import setup_logging
 
     setup_logging(False)
     # as train.py: Grappler's remapper fails on the LeakyRelu gradients (and is not faster)

@@ -2,7 +2,7 @@
 # Build OTBTF's PatchesExtraction and TensorflowModelServe applications and OTB's `otbApplication`
 # Python binding into OUT_DIR, on Debian 12 / Ubuntu against the distribution's OTB 8.1.1 packages
 # and the TensorFlow C++ libraries inside the `tensorflow-cpu` wheel of PYTHON.
-# Adapted from ../shared/otbtf/build.sh (same recipe; sources given by variables, and a stamp).
+# The build recipe of OTBTF's applications on Debian, with the sources given by variables, and a stamp.
 #
 # usage: OTBTF_SRC=path/to/otbtf OTB_SWIG_SRC=path/to/otb/Modules/Wrappers/SWIG/src \
 #          scripts/build_otbtf.sh OUT_DIR PYTHON

@@ -5,7 +5,8 @@ import os
 import pytest
 
 import demo
-from errors import SR4RSError, run_cli
+from cli import run_cli
+from errors import SR4RSError
 
 
 def test_the_demo_runs_end_to_end_and_beats_bicubic(tmp_path, capsys):

@@ -8,7 +8,8 @@ import pytest
 from osgeo import gdal, osr
 
 import demo_scene
-from errors import SR4RSError, run_cli
+from cli import run_cli
+from errors import SR4RSError
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from helpers import write_raster
 from osgeo import gdal
 
 import evaluate
-from errors import SR4RSError, run_cli
+from cli import run_cli
+from errors import SR4RSError
 
 ORIGIN = (500000.0, 4800000.0)
 

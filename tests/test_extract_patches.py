@@ -10,8 +10,8 @@ from helpers import write_points, write_raster
 from osgeo import gdal, ogr, osr
 
 import extract_patches
+from cli import run_cli
 from datasets import PatchesDataset
-from errors import run_cli
 from extract_patches import main, otb_pixel_index
 
 X0, Y0 = 500000.0, 4800000.0  # LR/HR corner (EPSG:32631)

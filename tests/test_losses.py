@@ -1,4 +1,4 @@
-"""Losses of SPEC section 5 against values computed by hand."""
+"""Losses of docs/DESIGN.md §5 against values computed by hand."""
 import numpy as np
 import pytest
 import tensorflow as tf

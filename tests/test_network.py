@@ -1,4 +1,4 @@
-"""Tests of network.py against SPEC sections 2-4: each layer against a numpy reference computed here,
+"""Tests of network.py against docs/DESIGN.md §2-4: each layer against a numpy reference computed here,
 the networks' shapes, variable counts and names, trainability, determinism and mixed precision.
 
 Networks are tiny (depth 4-8, 0-2 residual blocks, 7-16 pixel LR patches) to keep the suite fast.
@@ -69,7 +69,7 @@ def np_depthwise(x: np.ndarray, f: np.ndarray, stride: int = 1) -> np.ndarray:
 
 
 def np_fused_kernel(w: np.ndarray) -> np.ndarray:
-    """SPEC 2: K[i, j] = sum of w[i - di, j - dj] for di, dj in {0, 1} (indices inside w)."""
+    """docs/DESIGN.md §2: K[i, j] = sum of w[i - di, j - dj] for di, dj in {0, 1} (indices inside w)."""
     k = w.shape[0]
     out = np.zeros((k + 1, k + 1) + w.shape[2:])
     for i in range(k + 1):
@@ -82,7 +82,7 @@ def np_fused_kernel(w: np.ndarray) -> np.ndarray:
 
 
 def np_minibatch_stddev(x: np.ndarray, group: int) -> np.ndarray:
-    """SPEC 2, written with explicit groups: sample i belongs to group i mod (N / group)."""
+    """docs/DESIGN.md §2, written with explicit groups: sample i belongs to group i mod (N / group)."""
     n = x.shape[0]
     ngroups = n // group
     extra = np.zeros(x.shape[:3] + (1,))
@@ -352,7 +352,7 @@ def conv_count(ksize: int, c_in: int, c_out: int, bias: bool = True) -> int:
 
 
 def spec_generator_count(c: int, d: int, n: int) -> tuple[int, int]:
-    """(parameters, variables) of SPEC section 3's layer list."""
+    """(parameters, variables) of docs/DESIGN.md §3's layer list."""
     layers = [(9, c, d, True)]                                            # encoder conv 9x9
     layers += [(3, d, d, True)] * (2 * n)                                 # residual blocks
     layers += [(3, d, d, True), (1, d, c, True)]                          # scale 4 + output
@@ -364,7 +364,7 @@ def spec_generator_count(c: int, d: int, n: int) -> tuple[int, int]:
 
 
 def spec_discriminator_count(c: int, d: int) -> tuple[int, int]:
-    """(parameters, variables) of SPEC section 4's layer list; "+ 1" is the minibatch-stddev map."""
+    """(parameters, variables) of docs/DESIGN.md §4's layer list; "+ 1" is the minibatch-stddev map."""
     layers = [(1, c, d, True), (3, d + 1, d, True), (3, d, d, True), (3, d, d, True), (3, d, d, False)]
     layers += [(1, c, d, True), (3, d + d + 1, 2 * d, True), (3, 2 * d, 2 * d, True), (3, 2 * d, 2 * d, True),
                (3, 2 * d, 2 * d, False)]

@@ -1,4 +1,4 @@
-"""The OTB engine (otb_engine.py): every TensorflowModelServe parameter of SPEC section 8, the origin fix,
+"""The OTB engine (otb_engine.py): every TensorflowModelServe parameter of docs/DESIGN.md §8, the origin fix,
 and, when OTBTF is built (`make otb`), real runs: exact x4 nearest-neighbour models (this project's and
 an original-style TF1 one) land where they should, and OTB and the built-in engine agree."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sr_models import cached, nearest_export
 
 import otb_engine
 import sr
-from errors import run_cli
+from cli import run_cli
 from otb_env import load_otb
 from raster import ENCODINGS, read_array
 

@@ -18,7 +18,7 @@ from helpers import write_points, write_raster
 from osgeo import gdal
 
 import otb_env
-from errors import run_cli
+from cli import run_cli
 from extract_patches import main, otb_pixel_index
 
 OTB = otb_env.load_otb("PatchesExtraction")

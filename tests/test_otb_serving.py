@@ -10,7 +10,7 @@ import demo_scene
 import extract_patches
 import sr
 import train
-from errors import run_cli
+from cli import run_cli
 from otb_env import load_otb
 from raster import open_raster, read_array
 

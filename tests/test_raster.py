@@ -7,7 +7,8 @@ from helpers import write_raster
 from osgeo import gdal
 
 import raster
-from errors import SR4RSError, run_cli
+from cli import run_cli
+from errors import SR4RSError
 
 
 def test_open_raster_names_the_file(tmp_path):

@@ -18,7 +18,8 @@ from sr_models import cached, generator_model, nearest_export, original_model
 
 import sr
 import sr_model
-from errors import SR4RSError, run_cli
+from cli import run_cli
+from errors import SR4RSError
 from raster import read_array
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import constants
 import demo_scene
 import extract_patches
 import train
-from errors import run_cli
+from cli import run_cli
 from export import read_metadata
 from raster import open_raster, read_array
 
@@ -191,7 +191,7 @@ def test_bfloat16_training_exports_a_float32_savedmodel(data, tmp_path, caplog):
     args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--losstype", "LSGAN",
             "--save_ckpt", str(tmp_path / "ck") + "/", "--logdir", str(tmp_path / "logs"),
             "--savedmodel", str(tmp_path / "model"), "--mixed_precision", "bfloat16", "--seed", "2", *TINY]
-    with caplog.at_level("INFO", logger="train"):
+    with caplog.at_level("INFO", logger="sr4rs.train"):
         assert run_cli(train.main, args) == 0
     assert "Compute dtype        : bfloat16 (mixed precision)" in caplog.text
     assert "_MixedPrecision-bfloat16" in os.listdir(tmp_path / "logs")[0]
