@@ -41,7 +41,7 @@ otb: install
 	@OTBTF_SRC="$(OTBTF_SRC)" OTB_SWIG_SRC="$(OTB_SWIG_SRC)" bash scripts/build_otbtf.sh "$(OTB_DIR)" "$(PY)"
 
 demo: install
-	$(PY) demo.py --out $(DEMO_OUT)
+	$(PY) -m demo --out $(DEMO_OUT)
 
 clean:
 	rm -rf $(VENV) $(OTB_DIR) demo_out .pytest_cache

@@ -22,248 +22,38 @@ import numpy as np
 from osgeo import gdal, osr
 
 import constants
+import quicklook
 from cli import run_cli
 from errors import SR4RSError
 from logs import get_logger, setup_logging
+from metrics import SSIM_WINDOW, block_all, block_mean, mse, psnr_from_mse, rmse_per_band, sam, ssim_per_band
 from raster import (
+    Grid,
     atomic_output,
     check_output_path,
+    dilate,
     gdal_errors,
     nodata_value,
     open_raster,
     read_array,
-    srs_from_wkt,
 )
 
 logger = get_logger("evaluate")
 
-# SSIM constants (Wang, Bovik, Sheikh, Simoncelli 2004).
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
-SSIM_STRIP = 256  # SSIM map rows computed at once
-# Quicklook: crop size (SR pixels) and the percentiles of the reference used for the stretch.
-PNG_CROP = 256
-PNG_STRETCH = (2.0, 98.0)
 BICUBIC_NOTE = "GDAL Warp resampleAlg=cubic of the LR image onto the SR grid (Float32, no rounding)"
 # Geotransforms equal within this fraction of a pixel are the same grid.
 GRID_TOLERANCE = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure metric functions. Images are [rows, cols, bands] (or [rows, cols]); `mask` is a boolean
-# [rows, cols] array, True where the pixel is valid (None = every pixel valid).
-# ---------------------------------------------------------------------------------------------
-
-def _as_3d(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    return image[:, :, np.newaxis] if image.ndim == 2 else image
-
-
-def _check_pair(image: np.ndarray, reference: np.ndarray,
-                mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    image, reference = _as_3d(image), _as_3d(reference)
-    if image.shape != reference.shape:
-        raise ValueError(f"shapes differ: {image.shape} and {reference.shape}")
-    if mask is None:
-        mask = np.ones(image.shape[:2], dtype=bool)
-    if mask.shape != image.shape[:2]:
-        raise ValueError(f"mask shape {mask.shape} does not match the images {image.shape[:2]}")
-    return image, reference, mask
-
-
-def rmse_per_band(image: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Root mean square error of each band over the valid pixels."""
-    image, reference, mask = _check_pair(image, reference, mask)
-    if not mask.any():
-        raise ValueError("no valid pixel")
-    result = []
-    for b in range(image.shape[2]):  # band by band: no copy of the whole image
-        diff = image[:, :, b][mask].astype(np.float64) - reference[:, :, b][mask]
-        result.append(math.sqrt(float(np.mean(diff * diff))))
-    return np.array(result)
-
-
-def mse(image: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean square error over the valid pixels and every band."""
-    return float(np.mean(rmse_per_band(image, reference, mask) ** 2))
-
-
-def psnr_from_mse(mse_value: float, data_range: float) -> float:
-    """10 log10(data_range^2 / MSE); +inf when the MSE is 0."""
-    if mse_value <= 0:
-        return math.inf
-    return 10.0 * math.log10(data_range * data_range / mse_value)
-
-
-def psnr(image: np.ndarray, reference: np.ndarray, data_range: float,
-         mask: np.ndarray | None = None) -> float:
-    """Peak signal-to-noise ratio (dB) over the valid pixels and every band: 10 log10(R^2 / MSE)."""
-    if data_range <= 0:
-        raise ValueError("data_range must be > 0")
-    return psnr_from_mse(mse(image, reference, mask), data_range)
-
-
-def sam(image: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean spectral angle (degrees) between the pixels' band vectors, over the valid pixels.
-
-    Pixels where either vector is all zeros (angle undefined) are left out.
-    """
-    image, reference, mask = _check_pair(image, reference, mask)
-    if image.shape[2] < 2:
-        raise ValueError("SAM needs at least 2 bands")
-    count = int(mask.sum())
-    dot, norm_a, norm_b = np.zeros(count), np.zeros(count), np.zeros(count)
-    for band in range(image.shape[2]):
-        a = image[:, :, band][mask].astype(np.float64)
-        b = reference[:, :, band][mask].astype(np.float64)
-        dot += a * b
-        norm_a += a * a
-        norm_b += b * b
-    norms = np.sqrt(norm_a * norm_b)
-    keep = norms > 0
-    if not keep.any():
-        raise ValueError("no valid pixel with a non-zero spectrum")
-    cos = np.clip(dot[keep] / norms[keep], -1.0, 1.0)
-    return float(np.degrees(np.mean(np.arccos(cos))))
-
-
-def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
-    """Normalised 1-D Gaussian of `size` taps (the 2-D SSIM window is its outer product)."""
-    t = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    w = np.exp(-t * t / (2.0 * sigma * sigma))
-    return w / w.sum()
-
-
-def filter_valid(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Separable correlation of a 2-D array with outer(weights, weights), 'valid' mode (no padding)."""
-    n = len(weights)
-    rows, cols = image.shape
-    tmp = weights[0] * image[0:rows - n + 1, :]
-    for k in range(1, n):
-        tmp += weights[k] * image[k:rows - n + 1 + k, :]
-    out = weights[0] * tmp[:, 0:cols - n + 1]
-    for k in range(1, n):
-        out += weights[k] * tmp[:, k:cols - n + 1 + k]
-    return out
-
-
-def ssim_per_band(image: np.ndarray, reference: np.ndarray, data_range: float,
-                  mask: np.ndarray | None = None) -> np.ndarray:
-    """SSIM of each band: Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03 (Wang et al. 2004).
-
-    The SSIM map is computed where the window fits inside the image (as in the authors' code) and
-    averaged over the valid window centres. Local statistics use only the valid pixels of each
-    window (normalised weights), so nodata never leaks into them.
-    """
-    image, reference, mask = _check_pair(image, reference, mask)
-    if data_range <= 0:
-        raise ValueError("data_range must be > 0")
-    rows, cols = mask.shape
-    if rows < SSIM_WINDOW or cols < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {rows}x{cols}")
-    half = SSIM_WINDOW // 2
-    centres = mask[half:rows - half, half:cols - half]
-    if not centres.any():
-        raise ValueError("no valid SSIM window centre")
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    sums, count = np.zeros(image.shape[2]), int(centres.sum())
-    offsets = [float(reference[:, :, b][mask].mean()) for b in range(image.shape[2])]
-    # Strips of SSIM_STRIP map rows (+ the window's margin): memory bounded whatever the image size.
-    for r0 in range(0, rows - 2 * half, SSIM_STRIP):
-        r1 = min(rows - 2 * half, r0 + SSIM_STRIP)
-        strip_mask = mask[r0:r1 + 2 * half]
-        strip_centres = centres[r0:r1]
-        if not strip_centres.any():
-            continue
-        for b in range(image.shape[2]):
-            x = image[r0:r1 + 2 * half, :, b]
-            y = reference[r0:r1 + 2 * half, :, b]
-            ssim_map = _ssim_map(x, y, strip_mask, c1, c2, offsets[b])
-            sums[b] += ssim_map[strip_centres].sum()
-    return sums / count
-
-
-def _ssim_map(x: np.ndarray, y: np.ndarray, mask: np.ndarray, c1: float, c2: float,
-              offset: float) -> np.ndarray:
-    """SSIM map ('valid' mode) of two 2-D arrays; local statistics over the valid pixels only.
-
-    Second moments are taken around the constant `offset` (same result, no cancellation on large values).
-    """
-    w = gaussian_window()
-    full = bool(mask.all())
-    xc = x.astype(np.float64) - offset
-    yc = y.astype(np.float64) - offset
-    if full:
-        def local_mean(a: np.ndarray) -> np.ndarray:
-            return filter_valid(a, w)
-    else:
-        m = mask.astype(np.float64)
-        weight = filter_valid(m, w)
-        weight[weight <= 0] = 1.0
-        xc = np.where(mask, xc, 0.0)  # not xc * m: invalid pixels may hold NaN
-        yc = np.where(mask, yc, 0.0)
-
-        def local_mean(a: np.ndarray) -> np.ndarray:  # a is already zero where invalid
-            return filter_valid(a, w) / weight
-    mu_xc, mu_yc = local_mean(xc), local_mean(yc)
-    var_x = local_mean(xc * xc) - mu_xc * mu_xc
-    var_y = local_mean(yc * yc) - mu_yc * mu_yc
-    cov = local_mean(xc * yc) - mu_xc * mu_yc
-    mu_x, mu_y = mu_xc + offset, mu_yc + offset
-    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
-
-
-def ssim(image: np.ndarray, reference: np.ndarray, data_range: float,
-         mask: np.ndarray | None = None) -> float:
-    """Mean SSIM over the bands (see `ssim_per_band`)."""
-    return float(np.mean(ssim_per_band(image, reference, data_range, mask)))
-
-
-def block_mean(image: np.ndarray, factor: int = constants.SCALE) -> np.ndarray:
-    """Degrade an image [rows, cols, bands] by the mean of factor x factor blocks (whole blocks only)."""
-    image = _as_3d(image)
-    rows, cols = image.shape[0] // factor, image.shape[1] // factor
-    blocks = image[:rows * factor, :cols * factor].astype(np.float64)
-    return blocks.reshape(rows, factor, cols, factor, -1).mean(axis=(1, 3))
-
-
-def block_all(mask: np.ndarray, factor: int = constants.SCALE) -> np.ndarray:
-    """True for blocks whose factor x factor pixels are all True."""
-    rows, cols = mask.shape[0] // factor, mask.shape[1] // factor
-    return mask[:rows * factor, :cols * factor].reshape(rows, factor, cols, factor).all(axis=(1, 3))
-
-
-# ---------------------------------------------------------------------------------------------
 # Grids: the common area on the SR grid, the reference and the bicubic resampled onto it.
 # ---------------------------------------------------------------------------------------------
 
-@dataclass
-class Grid:
-    """A north-up pixel grid: geotransform, size and spatial reference (None when not georeferenced)."""
-
-    gt: tuple[float, ...]
-    width: int
-    height: int
-    srs: osr.SpatialReference | None
-
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(xmin, ymin, xmax, ymax)."""
-        x0, px, _, y0, _, py = self.gt
-        return x0, y0 + py * self.height, x0 + px * self.width, y0
-
-
 def _grid_of(ds: gdal.Dataset, name: str) -> Grid | None:
-    gt = ds.GetGeoTransform(can_return_null=True)
-    if gt is None:
+    """The north-up grid of an input, None when it is not georeferenced."""
+    if ds.GetGeoTransform(can_return_null=True) is None:
         return None
-    if gt[2] != 0 or gt[4] != 0 or gt[1] <= 0 or gt[5] >= 0:
-        raise SR4RSError(f"{name} {ds.GetDescription()}: only north-up images are supported "
-                         f"(geotransform {tuple(gt)})")
-    return Grid(tuple(gt), ds.RasterXSize, ds.RasterYSize, srs_from_wkt(ds.GetProjection()))
+    return Grid.of(ds, f"{name} {ds.GetDescription()}")
 
 
 def _same_srs(a: osr.SpatialReference | None, b: osr.SpatialReference | None) -> bool:
@@ -282,11 +72,11 @@ def _is_aligned(grid: Grid, target: Grid) -> bool:
     """True when `grid` has the pixel size of `target` and is offset by whole pixels."""
     if not _same_srs(grid.srs, target.srs):
         return False
-    px, py = target.gt[1], target.gt[5]
-    if abs(grid.gt[1] - px) > GRID_TOLERANCE * abs(px) or abs(grid.gt[5] - py) > GRID_TOLERANCE * abs(py):
+    px, py = target.px, target.py
+    if abs(grid.px - px) > GRID_TOLERANCE * abs(px) or abs(grid.py - py) > GRID_TOLERANCE * abs(py):
         return False
-    dx = (grid.gt[0] - target.gt[0]) / px
-    dy = (grid.gt[3] - target.gt[3]) / py
+    dx = (grid.x0 - target.x0) / px
+    dy = (grid.y0 - target.y0) / py
     return abs(dx - round(dx)) < GRID_TOLERANCE and abs(dy - round(dy)) < GRID_TOLERANCE
 
 
@@ -346,12 +136,11 @@ def common_window(inputs: Inputs, crop_border: int = 0) -> tuple[int, int, int, 
         if b[0] >= xmax or b[2] <= xmin or b[1] >= ymax or b[3] <= ymin:
             raise SR4RSError(f"the {name} image does not overlap the SR image")
         xmin, ymin, xmax, ymax = max(xmin, b[0]), max(ymin, b[1]), min(xmax, b[2]), min(ymax, b[3])
-    x0, px, _, y0, _, py = sr.gt
     eps = GRID_TOLERANCE
-    col0 = max(0, math.ceil((xmin - x0) / px - eps))
-    col1 = min(sr.width, math.floor((xmax - x0) / px + eps))
-    row0 = max(0, math.ceil((ymax - y0) / py - eps))
-    row1 = min(sr.height, math.floor((ymin - y0) / py + eps))
+    col0 = max(0, math.ceil((xmin - sr.x0) / sr.px - eps))
+    col1 = min(sr.width, math.floor((xmax - sr.x0) / sr.px + eps))
+    row0 = max(0, math.ceil((ymax - sr.y0) / sr.py - eps))
+    row1 = min(sr.height, math.floor((ymin - sr.y0) / sr.py + eps))
     col0, row0, col1, row1 = col0 + crop_border, row0 + crop_border, col1 - crop_border, row1 - crop_border
     if col1 - col0 < SSIM_WINDOW or row1 - row0 < SSIM_WINDOW:
         raise SR4RSError(f"the area common to every input is {max(col1 - col0, 0)} x {max(row1 - row0, 0)} "
@@ -362,9 +151,11 @@ def common_window(inputs: Inputs, crop_border: int = 0) -> tuple[int, int, int, 
 
 def _window_grid(inputs: Inputs) -> tuple[list[float], int, int]:
     """outputBounds [xmin, ymin, xmax, ymax] and size of the evaluation window, for gdal.Warp."""
-    x0, px, _, y0, _, py = inputs.grids["SR"].gt
+    sr = inputs.grids["SR"]
     xoff, yoff, xsize, ysize = inputs.window
-    return [x0 + xoff * px, y0 + (yoff + ysize) * py, x0 + (xoff + xsize) * px, y0 + yoff * py], xsize, ysize
+    bounds = [sr.x0 + xoff * sr.px, sr.y0 + (yoff + ysize) * sr.py, sr.x0 + (xoff + xsize) * sr.px,
+              sr.y0 + yoff * sr.py]
+    return bounds, xsize, ysize
 
 
 def _warp(ds: gdal.Dataset, inputs: Inputs, algorithm: str, src_nodata: float | None) -> np.ndarray:
@@ -391,17 +182,6 @@ def _valid(image: np.ndarray, *values: float | None) -> np.ndarray:
     return ok
 
 
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation of a 2-D mask by a (2 radius + 1) square (padding counts as False)."""
-    out = mask.copy()
-    rows, cols = mask.shape
-    padded = np.pad(mask, radius)
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            out |= padded[dy:dy + rows, dx:dx + cols]
-    return out
-
-
 def _src_nodata(inputs: Inputs, name: str) -> float | None:
     own, extra = inputs.nodata[name], inputs.nodata["extra"]
     if own is not None and extra is not None and own != extra:
@@ -415,11 +195,11 @@ def read_reference(inputs: Inputs) -> tuple[np.ndarray, np.ndarray, str | None]:
     sr, ref = inputs.grids["SR"], inputs.grids["reference"]
     xoff, yoff, xsize, ysize = inputs.window
     if _is_aligned(ref, sr):
-        dx = round((sr.gt[0] - ref.gt[0]) / sr.gt[1])
-        dy = round((sr.gt[3] - ref.gt[3]) / sr.gt[5])
+        dx = round((sr.x0 - ref.x0) / sr.px)
+        dy = round((sr.y0 - ref.y0) / sr.py)
         array = read_array(inputs.ref, xoff + dx, yoff + dy, xsize, ysize).astype(np.float32)
         return array, _valid(array, inputs.nodata["reference"], inputs.nodata["extra"]), None
-    finer = abs(ref.gt[1] * ref.gt[5]) < abs(sr.gt[1] * sr.gt[5]) * (1 - GRID_TOLERANCE)
+    finer = abs(ref.px * ref.py) < abs(sr.px * sr.py) * (1 - GRID_TOLERANCE)
     algorithm = "average" if finer else "cubic"
     logger.info("The reference is not on the SR grid: resampling it onto the SR grid (%s)", algorithm)
     array = _warp(inputs.ref, inputs, algorithm, _src_nodata(inputs, "reference"))
@@ -441,15 +221,15 @@ def read_bicubic(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
     xmin, ymin, xmax, ymax = bounds
     if not _same_srs(sr_srs, lr_srs):
         xmin, ymin, xmax, ymax = osr.CoordinateTransformation(sr_srs, lr_srs).TransformBounds(*bounds, 21)
-    c0 = max(0, math.floor((xmin - lr.gt[0]) / lr.gt[1]) - 3)
-    c1 = min(lr.width, math.ceil((xmax - lr.gt[0]) / lr.gt[1]) + 3)
-    r0 = max(0, math.floor((ymax - lr.gt[3]) / lr.gt[5]) - 3)
-    r1 = min(lr.height, math.ceil((ymin - lr.gt[3]) / lr.gt[5]) + 3)
+    c0 = max(0, math.floor((xmin - lr.x0) / lr.px) - 3)
+    c1 = min(lr.width, math.ceil((xmax - lr.x0) / lr.px) + 3)
+    r0 = max(0, math.floor((ymax - lr.y0) / lr.py) - 3)
+    r1 = min(lr.height, math.ceil((ymin - lr.y0) / lr.py) + 3)
     lr_array = read_array(inputs.lr, c0, r0, c1 - c0, r1 - r0)
-    lr_bad = _dilate(~_valid(lr_array, inputs.nodata["LR"], inputs.nodata["extra"]), 2)
+    lr_bad = dilate(~_valid(lr_array, inputs.nodata["LR"], inputs.nodata["extra"]), 2)
     if lr_bad.any():
         # LR pixel under the centre of each window pixel (in the LR image's own coordinates).
-        px, py = inputs.grids["SR"].gt[1], inputs.grids["SR"].gt[5]
+        px, py = inputs.grids["SR"].px, inputs.grids["SR"].py
         xs = bounds[0] + (np.arange(xsize) + 0.5) * px
         ys = bounds[3] + (np.arange(ysize) + 0.5) * py
         gx, gy = np.meshgrid(xs, ys)
@@ -458,8 +238,8 @@ def read_bicubic(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
                 np.stack([gx.ravel(), gy.ravel()], axis=1).tolist())
             pts = np.asarray(pts)
             gx, gy = pts[:, 0].reshape(gx.shape), pts[:, 1].reshape(gy.shape)
-        cols = np.clip(np.floor((gx - lr.gt[0]) / lr.gt[1]).astype(int) - c0, 0, c1 - c0 - 1)
-        rows = np.clip(np.floor((gy - lr.gt[3]) / lr.gt[5]).astype(int) - r0, 0, r1 - r0 - 1)
+        cols = np.clip(np.floor((gx - lr.x0) / lr.px).astype(int) - c0, 0, c1 - c0 - 1)
+        rows = np.clip(np.floor((gy - lr.y0) / lr.py).astype(int) - r0, 0, r1 - r0 - 1)
         valid &= ~lr_bad[rows, cols]
     return array, valid
 
@@ -473,14 +253,14 @@ def lr_blocks(inputs: Inputs) -> tuple[int, tuple[int, int, int, int], tuple[int
     sr, lr = inputs.grids["SR"], inputs.grids["LR"]
     if not _same_srs(sr.srs, lr.srs):
         return None
-    fx, fy = lr.gt[1] / sr.gt[1], lr.gt[5] / sr.gt[5]
+    fx, fy = lr.px / sr.px, lr.py / sr.py
     factor = round(fx)
     if factor < 1 or abs(fx - factor) > GRID_TOLERANCE * factor or abs(fy - factor) > GRID_TOLERANCE * factor:
         return None
     xoff, yoff, xsize, ysize = inputs.window
     # Window origin in LR pixel units.
-    u = (sr.gt[0] + xoff * sr.gt[1] - lr.gt[0]) / lr.gt[1]
-    v = (sr.gt[3] + yoff * sr.gt[5] - lr.gt[3]) / lr.gt[5]
+    u = (sr.x0 + xoff * sr.px - lr.x0) / lr.px
+    v = (sr.y0 + yoff * sr.py - lr.y0) / lr.py
     su, sv = u * factor, v * factor
     if abs(su - round(su)) > GRID_TOLERANCE or abs(sv - round(sv)) > GRID_TOLERANCE:
         return None
@@ -620,7 +400,7 @@ def evaluate_arrays(sr_path: str, ref_path: str, lr_path: str | None = None, dat
         "reference": ref_path,
         "lr": lr_path,
         "window": {"xoff": xoff, "yoff": yoff, "xsize": xsize, "ysize": ysize, "crop_border": crop_border},
-        "pixel_size": [sr_grid.gt[1], -sr_grid.gt[5]],
+        "pixel_size": [sr_grid.px, -sr_grid.py],
         "bands": sr.shape[2],
         "valid_pixels": valid_pixels,
         "nodata": {"sr": inputs.nodata["SR"], "reference": inputs.nodata["reference"],
@@ -663,7 +443,7 @@ def evaluate(sr_path: str, ref_path: str, lr_path: str | None = None, data_range
 
 
 # ---------------------------------------------------------------------------------------------
-# Output: table, JSON, quicklook PNG
+# Output: table, JSON, quicklook PNG (quicklook.py)
 # ---------------------------------------------------------------------------------------------
 
 ROWS = [  # key, label, format, better
@@ -748,108 +528,23 @@ def write_json(result: dict, path: str) -> None:
             f.write("\n")
 
 
-# 5x7 bitmap font for the quicklook labels (rows top to bottom, 5 bits each).
-FONT = {
-    "0": (14, 17, 19, 21, 25, 17, 14), "1": (4, 12, 4, 4, 4, 4, 14), "2": (14, 17, 1, 2, 4, 8, 31),
-    "3": (31, 2, 4, 2, 1, 17, 14), "4": (2, 6, 10, 18, 31, 2, 2), "5": (31, 16, 30, 1, 1, 17, 14),
-    "6": (6, 8, 16, 30, 17, 17, 14), "7": (31, 1, 2, 4, 8, 8, 8), "8": (14, 17, 17, 14, 17, 17, 14),
-    "9": (14, 17, 17, 15, 1, 2, 12), "A": (14, 17, 17, 17, 31, 17, 17), "B": (30, 17, 17, 30, 17, 17, 30),
-    "C": (14, 17, 16, 16, 16, 17, 14), "D": (28, 18, 17, 17, 17, 18, 28), "E": (31, 16, 16, 30, 16, 16, 31),
-    "F": (31, 16, 16, 30, 16, 16, 16), "H": (17, 17, 17, 31, 17, 17, 17), "I": (14, 4, 4, 4, 4, 4, 14),
-    "L": (16, 16, 16, 16, 16, 16, 31), "N": (17, 17, 25, 21, 19, 17, 17), "P": (30, 17, 17, 30, 16, 16, 16),
-    "R": (30, 17, 17, 30, 20, 18, 17), "S": (15, 16, 16, 14, 1, 1, 30), "U": (17, 17, 17, 17, 17, 17, 14),
-    "d": (1, 1, 13, 19, 17, 17, 15), ".": (0, 0, 0, 0, 0, 12, 12), "-": (0, 0, 0, 31, 0, 0, 0),
-    "+": (0, 4, 4, 31, 4, 4, 0),
-}
+def write_quicklook(path: str, arrays: Arrays, result: dict) -> None:
+    """Side-by-side PNG of the same crop: bicubic (when there is one) | SR | HR, PSNR in the labels.
 
-
-def draw_text(canvas: np.ndarray, text: str, x: int, y: int, scale: int = 2, color: int = 0) -> None:
-    """Draw `text` (capitals, digits, d . - +) into an [rows, cols, 3] uint8 canvas, clipped."""
-    for i, char in enumerate(text):
-        glyph = FONT.get(char, FONT.get(char.upper()))
-        if glyph is None:
+    Args:
+        path: output PNG.
+        arrays: the images on the evaluation window (`evaluate_arrays`).
+        result: the metrics (`evaluate_arrays`), for the labels.
+    """
+    panels = []
+    for label, key, image in (("bicubic", "bicubic", arrays.bicubic), ("SR", "sr", arrays.sr),
+                              ("HR reference", None, arrays.ref)):
+        if image is None:
             continue
-        bits = np.array([[(row >> (4 - c)) & 1 for c in range(5)] for row in glyph], dtype=bool)
-        bits = np.kron(bits, np.ones((scale, scale), dtype=bool))
-        x0 = x + i * 6 * scale
-        region = canvas[y:y + bits.shape[0], x0:x0 + bits.shape[1]]
-        region[bits[:region.shape[0], :region.shape[1]]] = color
-
-
-def stretch(images: Sequence[np.ndarray], reference: np.ndarray, mask: np.ndarray | None = None,
-            percentiles: tuple[float, float] = PNG_STRETCH) -> list[np.ndarray]:
-    """8-bit RGB renderings of images [rows, cols, bands] with one linear stretch per band, taken
-    from the reference's percentiles (first 3 bands; a single band is shown in grey)."""
-    bands = [0, 1, 2] if reference.shape[2] >= 3 else [0, 0, 0]
-    valid = reference[mask] if mask is not None and mask.any() else reference.reshape(-1, reference.shape[2])
-    out = []
-    lows, highs = np.nanpercentile(valid[:, bands], percentiles, axis=0)
-    highs = np.where(highs > lows, highs, lows + 1)
-    for image in images:
-        scaled = (image[:, :, bands].astype(np.float64) - lows) / (highs - lows)
-        rgb = np.clip(np.nan_to_num(scaled) * 255 + 0.5, 0, 255).astype(np.uint8)
-        if mask is not None:
-            rgb[~mask] = 0
-        out.append(rgb)
-    return out
-
-
-def write_png(path: str, rgb: np.ndarray) -> None:
-    """Write an [rows, cols, 3] uint8 array as a PNG (GDAL MEM dataset + PNG driver), atomically."""
-    rows, cols, _ = rgb.shape
-    mem = gdal.GetDriverByName("MEM").Create("", cols, rows, 3, gdal.GDT_Byte)
-    for b in range(3):
-        mem.GetRasterBand(b + 1).WriteArray(rgb[:, :, b])
-    with atomic_output(path) as tmp:
-        gdal.GetDriverByName("PNG").CreateCopy(tmp, mem)
-
-
-def _detailed_crop(reference: np.ndarray, mask: np.ndarray, size: int) -> tuple[int, int]:
-    """Top-left corner of a size x size crop with more detail than most: the crop (stride size / 4)
-    whose reference gradient energy is the closest to the 75th percentile of all crops. Chosen on
-    the reference only, so the choice favours neither SR nor bicubic."""
-    rows, cols = mask.shape
-    if rows <= size and cols <= size:
-        return 0, 0
-    grey = np.nan_to_num(reference.astype(np.float64).mean(axis=2))
-    grad = np.zeros_like(grey)
-    grad[:, 1:] += np.abs(np.diff(grey, axis=1))
-    grad[1:, :] += np.abs(np.diff(grey, axis=0))
-    grad[~mask] = 0
-    integral = np.pad(grad.cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
-    h, w = min(size, rows), min(size, cols)
-    scores = integral[h:, w:] - integral[:-h, w:] - integral[h:, :-w] + integral[:-h, :-w]
-    step = max(1, size // 4)
-    scores = scores[::step, ::step]
-    target = np.percentile(scores, 75)
-    r, c = np.unravel_index(int(np.argmin(np.abs(scores - target))), scores.shape)
-    return int(r) * step, int(c) * step
-
-
-def write_quicklook(path: str, arrays: Arrays, result: dict | None = None, size: int = PNG_CROP) -> None:
-    """Side-by-side PNG of the same crop: bicubic (when available) | SR | HR, one stretch for all."""
-    r, c = _detailed_crop(arrays.ref, arrays.mask, size)
-    crop = (slice(r, r + size), slice(c, c + size))
-    panels = [("BICUBIC", "bicubic", arrays.bicubic), ("SR", "sr", arrays.sr),
-              ("HR REFERENCE", None, arrays.ref)]
-    panels = [p for p in panels if p[2] is not None]
-    mask = arrays.mask[crop]
-    rgbs = stretch([p[2][crop] for p in panels], arrays.ref[crop], mask)
-    rows, cols = mask.shape
-    zoom = max(1, min(4, size // max(rows, cols)))
-    gap, label = 8, 24
-    height = rows * zoom + label
-    width = len(rgbs) * cols * zoom + (len(rgbs) - 1) * gap
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    for i, ((title, key, _), rgb) in enumerate(zip(panels, rgbs, strict=True)):
-        x0 = i * (cols * zoom + gap)
-        canvas[label:, x0:x0 + cols * zoom] = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
-        text = title
-        if result is not None and key is not None:
-            text += " PSNR " + _cell(result["metrics"][key]["psnr"], "{:.2f}") + " dB"
-        scale = 2 if len(text) * 12 <= cols * zoom else 1
-        draw_text(canvas, text, x0 + 2, (label - 7 * scale) // 2, scale)
-    write_png(path, canvas)
+        if key is not None:
+            label += ", PSNR " + _cell(result["metrics"][key]["psnr"], "{:.2f}") + " dB"
+        panels.append((label, image))
+    quicklook.write_quicklook(path, panels, arrays.ref, arrays.mask)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from constants import SCALE
 from errors import SR4RSError
 from logs import get_logger, setup_logging
 from raster import (
+    Grid,
     atomic_output,
     check_output_path,
     gdal_errors,
@@ -87,33 +88,6 @@ example:
   python extract_patches.py --lr Sentinel-2_B4328_10m.tif --hr Spot6_pansharp_RGBN_2.5m.tif \\
       --lr_patchsize 32 --vec patches_center_locations.shp --out_lr lr_patches.tif --out_hr hr_patches.tif
 """
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A north-up pixel grid: top-left corner, signed pixel sizes, size in pixels."""
-
-    x0: float
-    y0: float
-    px: float
-    py: float
-    width: int
-    height: int
-
-    @classmethod
-    def of(cls, ds: gdal.Dataset, path: str) -> Grid:
-        """The grid of a dataset, or SR4RSError when it is rotated."""
-        gt = ds.GetGeoTransform(can_return_null=True)
-        if gt is None:
-            raise SR4RSError(f"{path}: the image has no georeferencing (geotransform)")
-        if gt[2] != 0 or gt[4] != 0 or gt[1] <= 0 or gt[5] >= 0:
-            raise SR4RSError(f"{path}: only north-up images are supported (geotransform {gt}; warp it "
-                             "with gdalwarp)")
-        return cls(gt[0], gt[3], gt[1], gt[5], ds.RasterXSize, ds.RasterYSize)
-
-    def centre(self, col: np.ndarray | float, row: np.ndarray | float) -> tuple:
-        """Map coordinates of a fractional pixel position (col, row measured from the top-left corner)."""
-        return self.x0 + np.asarray(col) * self.px, self.y0 + np.asarray(row) * self.py
 
 
 def otb_pixel_index(coord: np.ndarray, first: float, pixel_size: float) -> np.ndarray:
@@ -456,8 +430,7 @@ def _open_inputs(args: argparse.Namespace) -> tuple[Grid, Grid, Source, Source, 
                          "(LR and HR need the same bands in the same order)")
     nbands = lr_ds.RasterCount
     lr_wkt = lr_ds.GetProjection()
-    lr_srs, hr_srs = srs_from_wkt(lr_wkt), srs_from_wkt(hr_ds.GetProjection())
-    if lr_srs is not None and hr_srs is not None and not lr_srs.IsSame(hr_srs):
+    if lr.srs is not None and hr.srs is not None and not lr.srs.IsSame(hr.srs):
         problem = f"its CRS differs from {args.lr}'s"
     elif not (_same_size(hr.px * SCALE, lr.px) and _same_size(hr.py * SCALE, lr.py)):
         problem = (f"its pixel size ({hr.px:g}, {hr.py:g}) is not {args.lr}'s pixel size "

@@ -1,11 +1,12 @@
-"""GDAL helpers shared by every command: open with clear errors, read as [H, W, C], encodings,
-atomic outputs."""
+"""GDAL helpers shared by every command: open with clear errors, north-up grids, read as [H, W, C],
+encodings, atomic outputs, validity masks."""
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 from osgeo import gdal, gdal_array, osr
@@ -59,16 +60,66 @@ def require_file(path: str) -> None:
         raise SR4RSError(f"{path}: no such file")
 
 
-def read_array(ds: gdal.Dataset, xoff: int = 0, yoff: int = 0, xsize: int | None = None,
-               ysize: int | None = None) -> np.ndarray:
-    """Read a window of every band as an array [rows, cols, bands] in the file's data type."""
-    xsize = ds.RasterXSize - xoff if xsize is None else xsize
-    ysize = ds.RasterYSize - yoff if ysize is None else ysize
+@dataclass(frozen=True)
+class Grid:
+    """A north-up pixel grid: top-left corner, signed pixel sizes (px > 0, py < 0), size in pixels,
+    spatial reference (None without a CRS)."""
+
+    x0: float
+    y0: float
+    px: float
+    py: float
+    width: int
+    height: int
+    srs: osr.SpatialReference | None = field(default=None, compare=False)
+
+    @classmethod
+    def of(cls, ds: gdal.Dataset, label: str) -> Grid:
+        """The grid of a dataset, or SR4RSError naming `label` when it has no geotransform or is rotated.
+
+        Args:
+            ds: the image.
+            label: how the errors name it (e.g. its path).
+        """
+        gt = ds.GetGeoTransform(can_return_null=True)
+        if gt is None:
+            raise SR4RSError(f"{label}: the image has no georeferencing (geotransform)")
+        if gt[2] != 0 or gt[4] != 0 or gt[1] <= 0 or gt[5] >= 0:
+            raise SR4RSError(f"{label}: only north-up images are supported (geotransform {tuple(gt)}; warp "
+                             "it with gdalwarp)")
+        return cls(gt[0], gt[3], gt[1], gt[5], ds.RasterXSize, ds.RasterYSize,
+                   srs_from_wkt(ds.GetProjection()))
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax)."""
+        return self.x0, self.y0 + self.py * self.height, self.x0 + self.px * self.width, self.y0
+
+    def centre(self, col: np.ndarray | float, row: np.ndarray | float) -> tuple:
+        """Map coordinates of a fractional pixel position (col, row measured from the top-left corner)."""
+        return self.x0 + np.asarray(col) * self.px, self.y0 + np.asarray(row) * self.py
+
+
+def _read(ds: gdal.Dataset, *args: int, **kwargs: int) -> np.ndarray:
+    """`ds.ReadAsArray(*args, **kwargs)` as [rows, cols, bands] (a view), with a clear error."""
     with gdal_errors(f"{ds.GetDescription()}: read failed"):
-        arr = ds.ReadAsArray(xoff, yoff, xsize, ysize)
+        arr = ds.ReadAsArray(*args, **kwargs)
     if arr.ndim == 2:
         arr = arr[np.newaxis]
-    return np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+    return np.moveaxis(arr, 0, -1)
+
+
+def read_array(ds: gdal.Dataset, xoff: int = 0, yoff: int = 0, xsize: int | None = None,
+               ysize: int | None = None) -> np.ndarray:
+    """Read a window of every band as an array [rows, cols, bands] in the file's data type.
+
+    Args:
+        ds: the image.
+        xoff, yoff: top-left pixel of the window.
+        xsize, ysize: window size (default: to the right / bottom edge).
+    """
+    xsize = ds.RasterXSize - xoff if xsize is None else xsize
+    ysize = ds.RasterYSize - yoff if ysize is None else ysize
+    return np.ascontiguousarray(_read(ds, xoff, yoff, xsize, ysize))
 
 
 def numpy_dtype(ds: gdal.Dataset) -> np.dtype:
@@ -138,11 +189,7 @@ def read_sample(ds: gdal.Dataset, max_size: int = 512) -> np.ndarray:
     """
     step = max(1.0, max(ds.RasterXSize, ds.RasterYSize) / max_size)
     cols, rows = max(1, round(ds.RasterXSize / step)), max(1, round(ds.RasterYSize / step))
-    with gdal_errors(f"{ds.GetDescription()}: read failed"):
-        arr = ds.ReadAsArray(buf_xsize=cols, buf_ysize=rows)
-    if arr.ndim == 2:
-        arr = arr[np.newaxis]
-    return np.moveaxis(arr, 0, -1)
+    return _read(ds, buf_xsize=cols, buf_ysize=rows)
 
 
 def valid_mask(array: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -151,6 +198,25 @@ def valid_mask(array: np.ndarray, nodata: float | None) -> np.ndarray:
     if nodata is not None and not np.isnan(nodata):
         valid &= array != nodata
     return valid
+
+
+def dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Binary dilation of a 2-D mask by a (2 radius + 1) square (beyond the edges counts as False),
+    e.g. to grow nodata by a resampling kernel's reach.
+
+    Args:
+        mask: [rows, cols] booleans.
+        radius: half-size of the square, in pixels.
+    """
+    rows, cols = mask.shape
+    padded = np.pad(mask, radius)
+    tall = np.zeros((rows, cols + 2 * radius), dtype=bool)
+    for dy in range(2 * radius + 1):  # the square is a vertical then a horizontal segment
+        tall |= padded[dy:dy + rows]
+    out = np.zeros((rows, cols), dtype=bool)
+    for dx in range(2 * radius + 1):
+        out |= tall[:, dx:dx + cols]
+    return out
 
 
 def copy_band_metadata(src: gdal.Dataset, dst: gdal.Dataset) -> None:

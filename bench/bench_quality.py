@@ -22,12 +22,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
-import demo  # noqa: E402
-import demo_scene  # noqa: E402
 import evaluate  # noqa: E402
 import extract_patches  # noqa: E402
 from bench.report import machine, write_section  # noqa: E402
 from datasets import PatchesDataset  # noqa: E402
+from demo import run as demo  # noqa: E402
+from demo import scene as demo_scene  # noqa: E402
 from raster import open_raster, read_array  # noqa: E402
 from skip_fit import fit_linear_skips  # noqa: E402
 from trainer import TrainConfig, Trainer  # noqa: E402

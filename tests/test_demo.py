@@ -1,11 +1,15 @@
-"""make demo's pipeline on a small scene: every step runs, outputs land in one folder, SR beats bicubic."""
+"""make demo's pipeline (demo/run.py) on a small scene: every step runs, outputs land in one folder, SR
+beats bicubic; `python -m demo` and `python -m demo.scene` run from the repository root."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
+from helpers import ROOT
 
-import demo
 from cli import run_cli
+from demo import run as demo
 from errors import SR4RSError
 
 
@@ -31,3 +35,9 @@ def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(SR4RSError, match="not a demo folder"):
         demo.prepare_folder(str(tmp_path))
     assert (tmp_path / "precious.txt").exists()
+
+
+@pytest.mark.parametrize("module", ["demo", "demo.scene"])
+def test_the_demo_modules_run_from_the_repository_root(module):
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: python -m {module} ")

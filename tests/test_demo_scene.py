@@ -1,4 +1,4 @@
-"""demo_scene.py: grids, the sensor degradation (checked independently), values, determinism, structure."""
+"""demo/scene.py: grids, the sensor degradation (checked independently), values, determinism, structure."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-import demo_scene
 from cli import run_cli
+from demo import scene as demo_scene
 from errors import SR4RSError
 
 

@@ -1,4 +1,5 @@
-"""evaluate.py: metrics against hand-computed values, nodata, grids, bicubic, CLI, JSON and PNG."""
+"""evaluate.py: metrics of files, nodata, grids, bicubic, CLI, JSON and PNG (the metric functions
+themselves: test_metrics.py)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from helpers import write_raster
 from osgeo import gdal
 
 import evaluate
+import metrics
 from cli import run_cli
 from errors import SR4RSError
 
@@ -43,84 +45,6 @@ def scene(tmp_path):
         "lr": write_raster(str(tmp_path / "lr.tif"), mean4(hr).astype(np.float32), ORIGIN, 10.0),
     }
     return paths, hr, sr
-
-
-# --- pure metrics against hand-computed values ------------------------------------------------
-
-def test_rmse_and_psnr_of_a_constant_offset():
-    ref = np.arange(2 * 5 * 4, dtype=float).reshape(5, 4, 2)
-    image = ref + np.array([3.0, 4.0])
-    np.testing.assert_allclose(evaluate.rmse_per_band(image, ref), [3.0, 4.0])
-    # MSE over both bands = (9 + 16) / 2 = 12.5; PSNR = 10 log10(100^2 / 12.5) = 29.0309 dB.
-    assert evaluate.psnr(image, ref, 100.0) == pytest.approx(29.030899869919436, abs=1e-12)
-    assert evaluate.psnr(ref, ref, 100.0) == math.inf
-
-
-def test_metrics_respect_the_mask():
-    ref = np.zeros((2, 2, 1))
-    image = np.array([[[1.0], [1.0]], [[1.0], [1000.0]]])
-    mask = np.array([[True, True], [True, False]])
-    assert evaluate.rmse_per_band(image, ref, mask)[0] == pytest.approx(1.0)
-    assert evaluate.psnr(image, ref, 10.0, mask) == pytest.approx(20.0)
-
-
-def test_sam_known_angles():
-    ref = np.array([[[1.0, 0.0], [1.0, 0.0], [0.0, 3.0]]])
-    image = np.array([[[1.0, 1.0], [2.0, 0.0], [5.0, 0.0]]])  # 45, 0 (scaled), 90 degrees
-    assert evaluate.sam(image, ref) == pytest.approx(45.0)
-    assert evaluate.sam(image, ref, np.array([[True, True, False]])) == pytest.approx(22.5)
-    with pytest.raises(ValueError):
-        evaluate.sam(image[:, :, :1], ref[:, :, :1])
-
-
-def test_ssim_of_identical_images_is_one():
-    image = smooth_image(1, 32).astype(float)
-    np.testing.assert_allclose(evaluate.ssim_per_band(image, image, 5000.0), 1.0, atol=1e-12)
-
-
-def test_ssim_of_two_constant_images():
-    a, b, data_range = 100.0, 140.0, 255.0
-    c1 = (0.01 * data_range) ** 2
-    expected = (2 * a * b + c1) / (a * a + b * b + c1)  # the structure term is C2 / C2 = 1
-    value = evaluate.ssim(np.full((16, 16), a), np.full((16, 16), b), data_range)
-    assert value == pytest.approx(expected, rel=1e-12)
-
-
-def brute_force_ssim(x: np.ndarray, y: np.ndarray, data_range: float, mask: np.ndarray) -> float:
-    """SSIM by explicit loops over 11x11 windows with 2-D Gaussian weights (sigma 1.5), written
-    from the paper's definition; windows use only their valid pixels, valid centres are averaged."""
-    t = np.arange(11) - 5.0
-    g = np.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * 1.5 ** 2))
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    values = []
-    for r in range(5, x.shape[0] - 5):
-        for c in range(5, x.shape[1] - 5):
-            if not mask[r, c]:
-                continue
-            w = g * mask[r - 5:r + 6, c - 5:c + 6]
-            w = w / w.sum()
-            px, py = x[r - 5:r + 6, c - 5:c + 6], y[r - 5:r + 6, c - 5:c + 6]
-            mx, my = (w * px).sum(), (w * py).sum()
-            vx, vy = (w * (px - mx) ** 2).sum(), (w * (py - my) ** 2).sum()
-            cov = (w * (px - mx) * (py - my)).sum()
-            values.append((2 * mx * my + c1) * (2 * cov + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
-    return float(np.mean(values))
-
-
-@pytest.mark.parametrize("strip", [256, 3])  # one strip, or many (memory-bounded path)
-def test_ssim_matches_a_brute_force_implementation(monkeypatch, strip):
-    monkeypatch.setattr(evaluate, "SSIM_STRIP", strip)
-    rng = np.random.default_rng(3)
-    x = rng.uniform(0, 255, (20, 23))
-    y = 0.7 * x + rng.normal(0, 25, x.shape) + 20
-    full = np.ones(x.shape, dtype=bool)
-    expected = brute_force_ssim(x, y, 255.0, full)
-    assert evaluate.ssim(x, y, 255.0) == pytest.approx(expected, abs=1e-10)
-    assert 0.3 < expected < 0.95
-    mask = rng.random(x.shape) > 0.2
-    x_bad = np.where(mask, x, np.nan)  # invalid pixels hold garbage: it must not leak in
-    expected = brute_force_ssim(x, y, 255.0, mask)
-    assert evaluate.ssim(x_bad, y, 255.0, mask) == pytest.approx(expected, abs=1e-10)
 
 
 # --- evaluate() on files ------------------------------------------------------------------------
@@ -171,7 +95,7 @@ def test_nodata_from_the_files_and_from_the_option(tmp_path):
     mask[:5, :9] = mask[40:44, 10:20] = mask[50:60, 50:60] = False
     assert result["valid_pixels"] == int(mask.sum())
     np.testing.assert_allclose(result["metrics"]["sr"]["rmse_per_band"], [0.0, 7.0, 0.0], atol=1e-9)
-    expected_ssim = evaluate.ssim(sr, hr, 1000.0, mask)
+    expected_ssim = metrics.ssim(sr, hr, 1000.0, mask)
     assert result["metrics"]["sr"]["ssim"] == pytest.approx(expected_ssim, abs=1e-12)
     assert result["data_range_source"] == "--data_range"
 

@@ -77,3 +77,46 @@ def test_system_errors_are_one_line_messages(capsys):
 
     assert run_cli(main, []) == 2
     assert capsys.readouterr().err.strip() == "error: [Errno 13] Permission denied: '/opt/out.tif'"
+
+
+def test_grid_of_a_north_up_image(tmp_path):
+    path = write_raster(str(tmp_path / "a.tif"), np.zeros((3, 5), np.uint8), (100.0, 200.0), 2.5)
+    ds = raster.open_raster(path)
+    grid = raster.Grid.of(ds, "a.tif")
+    assert (grid.x0, grid.y0, grid.px, grid.py, grid.width, grid.height) == (100.0, 200.0, 2.5, -2.5, 5, 3)
+    assert grid.bounds() == (100.0, 192.5, 112.5, 200.0)
+    assert grid.centre(2.0, 1.0) == (105.0, 197.5)
+    assert grid.srs.GetAuthorityCode(None) == "32631"
+
+
+@pytest.mark.parametrize("geotransform, message", [
+    (None, "the image has no georeferencing"),
+    ((100.0, 2.5, 0.1, 200.0, 0.0, -2.5), "only north-up images are supported"),
+    ((100.0, 2.5, 0.0, 200.0, 0.0, 2.5), "only north-up images are supported"),
+])
+def test_grid_of_refuses_images_without_a_north_up_geotransform(tmp_path, geotransform, message):
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "x.tif"), 4, 4, 1)
+    if geotransform:
+        ds.SetGeoTransform(geotransform)
+    with pytest.raises(SR4RSError, match=f"^the image x: {message}"):
+        raster.Grid.of(ds, "the image x")
+
+
+def test_dilate_grows_by_a_square():
+    rng = np.random.default_rng(0)
+    mask = rng.random((9, 12)) > 0.93
+    for radius in (1, 2):
+        expected = np.zeros_like(mask)
+        for r, c in zip(*np.nonzero(mask), strict=True):
+            expected[max(0, r - radius):r + radius + 1, max(0, c - radius):c + radius + 1] = True
+        np.testing.assert_array_equal(raster.dilate(mask, radius), expected)
+    assert mask.any() and not raster.dilate(np.zeros((3, 3), bool), 2).any()
+
+
+def test_read_sample_is_a_decimated_rows_cols_bands_read(tmp_path):
+    image = np.arange(40 * 20 * 2, dtype=np.int16).reshape(40, 20, 2)
+    ds = raster.open_raster(write_raster(str(tmp_path / "a.tif"), image))
+    sample = raster.read_sample(ds, max_size=10)
+    assert sample.shape == (10, 5, 2) and sample.dtype == np.int16
+    np.testing.assert_array_equal(sample, image[2::4, 2::4])  # nearest: the pixels under the centres
+    np.testing.assert_array_equal(raster.read_sample(ds, max_size=100), image)

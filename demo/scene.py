@@ -1,6 +1,6 @@
 """Synthetic demo scene: a 2.5 m RGBN landscape (HR) and its 10 m sensor degradation (LR).
 
-    python demo_scene.py OUT_DIR [--size 2048] [--seed 0] [--png quicklook.png]
+    python -m demo.scene OUT_DIR [--size 2048] [--seed 0] [--png quicklook.png]   (from the repository root)
 
 Nothing is downloaded. The HR image is painted with vectorised numpy: agricultural parcels in blocks
 of different orientations (green crops with tramlines, ploughed soil, stubble with harvest swaths,
@@ -30,9 +30,11 @@ import constants
 from cli import run_cli
 from errors import SR4RSError
 from logs import get_logger, setup_logging
-from raster import atomic_output
+from metrics import block_mean
+from quicklook import side_by_side, stretch, write_png
+from raster import atomic_output, dilate
 
-logger = get_logger("demo_scene")
+logger = get_logger("demo.scene")
 
 HR_PIXEL = 2.5  # metres
 LR_PIXEL = HR_PIXEL * constants.SCALE
@@ -164,19 +166,6 @@ def paint(image: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
     a = alpha[..., np.newaxis]
     image *= 1.0 - a
     image += a * colour
-
-
-def dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:
-    """Binary dilation by a (2 radius + 1) square."""
-    out = mask.copy()
-    for _ in range(radius):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= grown[:, :-1].copy()
-        grown[:, :-1] |= grown[:, 1:].copy()
-        out = grown
-    return out
 
 
 def blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -642,10 +631,14 @@ def write_geotiff(path: str, array: np.ndarray, pixel: float, description: str) 
 
 def write_quicklook(path: str, hr: np.ndarray, lr: np.ndarray | None = None, max_side: int = 1024) -> None:
     """PNG of the scene: natural colours and false colours (NIR, R, G); with `lr`, a third panel shows
-    the LR image (pixels enlarged, same stretch). Panels larger than `max_side` are reduced by an
-    integer factor (block mean)."""
-    from evaluate import block_mean, stretch, write_png  # TF-free; imported here to keep start-up light
+    the LR image (pixels enlarged, same stretch).
 
+    Args:
+        path: output PNG.
+        hr: the HR scene [rows, cols, 4].
+        lr: the LR scene [rows / 4, cols / 4, 4], or None.
+        max_side: panels larger than this are reduced by an integer factor (block mean).
+    """
     factor = max(1, math.ceil(max(hr.shape[:2]) / max_side))
     small = block_mean(hr, factor) if factor > 1 else hr.astype(np.float64)
     nat = stretch([small], small)[0]
@@ -656,11 +649,7 @@ def write_quicklook(path: str, hr: np.ndarray, lr: np.ndarray | None = None, max
         rows = (np.arange(small.shape[0]) / zoom).astype(int)
         cols = (np.arange(small.shape[1]) / zoom).astype(int)
         panels.append(stretch([lr[rows][:, cols]], small)[0])
-    gap = np.full((small.shape[0], 8, 3), 255, dtype=np.uint8)
-    row = [panels[0]]
-    for panel in panels[1:]:
-        row += [gap, panel]
-    write_png(path, np.concatenate(row, axis=1))
+    write_png(path, side_by_side(panels))
 
 
 def make_demo_scene(out_dir: str, size_hr: int = DEFAULT_SIZE, seed: int = 0,
@@ -693,9 +682,15 @@ def make_demo_scene(out_dir: str, size_hr: int = DEFAULT_SIZE, seed: int = 0,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: write the demo scene pair."""
-    parser = argparse.ArgumentParser(description="Write the SR4RS synthetic demo scene: a 2.5 m HR image "
-                                     "and its 10 m LR degradation (4 bands R, G, B, NIR, int16).")
+    """CLI: write the demo scene pair.
+
+    Args:
+        argv: command-line arguments (default: sys.argv[1:]).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m demo.scene",
+        description="Write the SR4RS synthetic demo scene: a 2.5 m HR image and its 10 m LR degradation "
+                    "(4 bands R, G, B, NIR, int16).")
     parser.add_argument("out_dir", help="output folder (created if needed)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="HR size in pixels (default 2048)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -1,6 +1,7 @@
-"""The whole SR4RS workflow on a built-in demo scene, in a few minutes on a CPU (`make demo`).
+"""The whole SR4RS workflow on a built-in demo scene, in a few minutes on a CPU (`make demo`,
+`python -m demo --out DIR` from the repository root).
 
-1. make a 10 m / 2.5 m RGBN scene pair (demo_scene.py: fields, roads, river, villages, forest; LR =
+1. make a 10 m / 2.5 m RGBN scene pair (demo/scene.py: fields, roads, river, villages, forest; LR =
    HR blurred by a sensor PSF and decimated 4x), and split it: the left 3/4 for training, the right
    1/4 held out;
 2. extract co-located LR/HR patches from the training part (extract_patches.py);
@@ -24,10 +25,9 @@ from collections.abc import Sequence
 
 from osgeo import gdal
 
-from cli import run_cli
 from errors import SR4RSError
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: commands run there
 MARKER = ".sr4rs-demo"  # marks a folder made by the demo (emptied by the next demo)
 TRAIN_FRACTION = 0.75  # LR columns [0, 3/4) train, [3/4, 1) held out
 # The demo's training settings (README, "make demo"): small network, opt-in linear residual skip.
@@ -39,7 +39,9 @@ TRAIN_SETTINGS = ["--depth", "8", "--nresblocks", "2", "--epochs", "1", "--batch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Command line of `python -m demo`."""
+    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_out",
                    help="folder for everything the demo writes (default demo_out; emptied first)")
     p.add_argument("--size", type=int, default=2048,
@@ -55,7 +57,7 @@ def run(step: str, args: list[str], log: str) -> None:
     print(f"\n== {step}\n$ {shlex.join(args)}", flush=True)
     start = time.time()
     with open(log, "w") as f:
-        code = subprocess.call(args, cwd=HERE, stdout=f, stderr=subprocess.STDOUT,
+        code = subprocess.call(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if code != 0:
         with open(log) as f:
@@ -92,6 +94,11 @@ def split_scene(lr: str, hr: str, folder: str) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the five steps, print where everything is and how SR compares with bicubic.
+
+    Args:
+        argv: command-line arguments (default: sys.argv[1:]).
+    """
     args = build_parser().parse_args(argv)
     if args.size % 16 or args.size < 512:
         raise SR4RSError(f"--size {args.size}: use a multiple of 16, at least 512")
@@ -104,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = os.path.join(out, "savedmodel")
 
     run("1/5 demo scene (10 m LR / 2.5 m HR, 4 bands)",
-        [py, "demo_scene.py", scene, "--size", str(args.size), "--seed", str(args.seed),
+        [py, "-m", "demo.scene", scene, "--size", str(args.size), "--seed", str(args.seed),
          "--png", os.path.join(out, "scene_quicklook.png")], os.path.join(logs, "1_scene.log"))
     parts = split_scene(os.path.join(scene, "demo_lr_10m.tif"), os.path.join(scene, "demo_hr_2.5m.tif"), out)
     patches = {k: os.path.join(out, f"{k}_patches.tif") for k in ("lr", "hr")}
@@ -141,11 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"  savedmodel/         the exported model (python sr.py --savedmodel {model} ...)\n"
           f"  sr_heldout_2.5m.tif the super-resolved held-out part\n"
           f"  metrics.json, quicklook.png   the evaluation\n  logs/               every command's output")
-    print(f"\nTensorBoard: {os.path.join(HERE, '.venv', 'bin', 'tensorboard')} --logdir "
+    print(f"\nTensorBoard: {os.path.join(ROOT, '.venv', 'bin', 'tensorboard')} --logdir "
           f"{os.path.join(out, 'tensorboard')}  (then open http://localhost:6006)")
     print(f"\nDemo finished in {(time.time() - start) / 60:.1f} minutes.")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))
