@@ -13,15 +13,17 @@ receptive field (ts + 2*pad)/4 is even (the defaults: 160), 0.5 HR pixel left an
 from __future__ import annotations
 
 import math
+from types import ModuleType
 from typing import Any
 
 from osgeo import gdal
 
 import constants
 from errors import SR4RSError
+from inference_settings import InferenceSettings
 from logs import get_logger
 from otb_env import load_otb
-from raster import atomic_output, copy_band_metadata, open_raster
+from raster import atomic_output, copy_band_metadata, gdal_errors, open_raster
 
 logger = get_logger("otb_engine")
 
@@ -46,41 +48,36 @@ def otb_output_size(width: int, height: int, ts: int, pad: int) -> tuple[int, in
     return tuple((constants.SCALE * n - 2 * pad + constants.SCALE - 1) // ts * ts for n in (width, height))
 
 
-def output_filename(path: str, creation_options: dict[str, str], extended: list[str], ts: int) -> str:
+def output_filename(path: str, settings: InferenceSettings) -> str:
     """OTB output filename: path + extended filename (creation options, the user's other options, and
     tiled streaming by rows of `ts`).
 
     Args:
         path: the file to write.
-        creation_options: GDAL creation options.
-        extended: other extended filename options (`key=value`).
-        ts: tile size (HR pixels).
+        settings: creation options, extended filename options, tile size.
     """
-    parts = [f"gdal:co:{key}={value}" for key, value in creation_options.items()] + list(extended)
-    parts += ["streaming:type=tiled", "streaming:sizemode=height", f"streaming:sizevalue={ts}"]
+    parts = [f"gdal:co:{key}={value}" for key, value in settings.creation_options.items()]
+    parts += [*settings.extended, "streaming:type=tiled", "streaming:sizemode=height",
+              f"streaming:sizevalue={settings.ts}"]
     return path + "?&" + "&".join(parts)
 
 
-def parameters(input_path: str, savedmodel: str, out: str, ts: int, pad: int,
-               nodata: float | None) -> dict[str, Any]:
+def parameters(settings: InferenceSettings, out: str) -> dict[str, Any]:
     """TensorflowModelServe parameters, as the original sr.py sets them (docs/DESIGN.md §8).
 
     Args:
-        input_path: the LR image.
-        savedmodel: the SavedModel directory.
+        settings: input, SavedModel, tile size (= expression field), margin (output `output_<pad>`),
+            input nodata value (OTB writes the background value where a whole receptive field is nodata).
         out: the output filename (with its extended filename, see output_filename).
-        ts: tile size = expression field (HR pixels).
-        pad: margin (HR pixels): output `output_<pad>`.
-        nodata: input nodata value (OTB writes the background value where a whole receptive field is
-            nodata), or None.
     """
+    ts, pad, nodata = settings.ts, settings.pad, settings.nodata
     rfield = (ts + 2 * pad) // constants.SCALE
     params: dict[str, Any] = {
-        "source1.il": [input_path],
+        "source1.il": [settings.input],
         "source1.rfieldx": rfield,
         "source1.rfieldy": rfield,
         "source1.placeholder": constants.LR_INPUT_NAME,
-        "model.dir": savedmodel,
+        "model.dir": settings.savedmodel,
         "model.fullyconv": True,
         "output.names": [constants.output_name(pad)],
         "output.efieldx": ts,
@@ -116,6 +113,12 @@ def fixed_geotransform(out_gt: tuple[float, ...], in_gt: tuple[float, ...], pad:
 
 
 def _set_parameters(app: Any, params: dict[str, Any]) -> None:
+    """Set each parameter with the setter of its Python type.
+
+    Args:
+        app: an OTB application.
+        params: parameter key -> value (list of strings, bool, int, float or string).
+    """
     for key, value in params.items():
         if isinstance(value, list):
             app.SetParameterStringList(key, value)
@@ -129,29 +132,40 @@ def _set_parameters(app: Any, params: dict[str, Any]) -> None:
             app.SetParameterString(key, value)
 
 
-def run(input_path: str, savedmodel: str, output: str, ts: int, pad: int, gdal_type: int,
-        nodata: float | None, out_nodata: float | None, creation_options: dict[str, str],
-        extended: list[str], quiet: bool = False) -> None:
-    """Super-resolve `input_path` with OTB TensorflowModelServe into `output`, then fix its origin.
+def _serve(otb: ModuleType, params: dict[str, Any], gdal_type: int, quiet: bool) -> None:
+    """Run TensorflowModelServe; its output file is closed when this returns (the application, which
+    holds it, is released).
 
     Args:
-        input_path: the LR image.
-        savedmodel: the SavedModel directory.
-        output: the output GeoTIFF path (written under a temporary name, renamed on success).
-        ts: tile size (HR pixels).
-        pad: margin (HR pixels).
+        otb: the otbApplication module.
+        params: the application's parameters (see parameters).
         gdal_type: output GDAL data type.
-        nodata: input nodata value, or None.
-        out_nodata: nodata value declared by the output, or None.
-        creation_options: GeoTIFF creation options.
-        extended: other OTB extended filename options (`key=value`).
-        quiet: without OTB's application log and progress.
+        quiet: without the application's log and progress.
+    """
+    registry = otb.Registry
+    app = (registry.CreateApplicationWithoutLogger if quiet else registry.CreateApplication)(
+        "TensorflowModelServe")
+    pixel_type = getattr(otb, f"ImagePixelType_{OTB_PIXEL_TYPES[gdal_type]}")
+    with gdal_errors("OTB TensorflowModelServe failed"):
+        _set_parameters(app, params)
+        app.SetParameterOutputImagePixelType("out", pixel_type)
+        app.ExecuteAndWriteOutput()
+
+
+def run(settings: InferenceSettings) -> None:
+    """Super-resolve `settings.input` with OTB TensorflowModelServe into `settings.output` (written under
+    a temporary name, renamed on success), then fix its origin.
+
+    Args:
+        settings: paths, tile size, margin, encoding, nodata, creation options, extended filename
+            options, quiet (fill values and batch are the built-in engine's).
     """
     otb = load_otb()
     if otb is None:
         raise SR4RSError("the OTB engine needs otbApplication with TensorflowModelServe "
                          "(run `make otb`, or use the OTBTF Docker image), or use --engine tf")
-    src = open_raster(input_path)
+    src = open_raster(settings.input)
+    ts, pad = settings.ts, settings.pad
     size = otb_output_size(src.RasterXSize, src.RasterYSize, ts, pad)
     if min(size) <= 0:
         raise SR4RSError(f"the image ({src.RasterXSize} x {src.RasterYSize}) is too small for the OTB engine "
@@ -159,25 +173,12 @@ def run(input_path: str, savedmodel: str, output: str, ts: int, pad: int, gdal_t
     logger.info("OTB engine: the output covers %s x %s HR pixels (the input extent is %s x %s; "
                 "--engine tf covers it all)", size[0], size[1],
                 constants.SCALE * src.RasterXSize, constants.SCALE * src.RasterYSize)
-    with atomic_output(output) as tmp:
-        params = parameters(input_path, savedmodel, output_filename(tmp, creation_options, extended, ts),
-                            ts, pad, nodata)
-        registry = otb.Registry
-        app = (registry.CreateApplicationWithoutLogger if quiet else registry.CreateApplication)(
-            "TensorflowModelServe")
-        try:
-            _set_parameters(app, params)
-            pixel_type = getattr(otb, f"ImagePixelType_{OTB_PIXEL_TYPES[gdal_type]}")
-            app.SetParameterOutputImagePixelType("out", pixel_type)
-            app.ExecuteAndWriteOutput()
-        except RuntimeError as err:
-            raise SR4RSError(f"OTB TensorflowModelServe failed: {str(err).strip()}") from None
-        finally:
-            del app
+    with atomic_output(settings.output) as tmp:
+        _serve(otb, parameters(settings, output_filename(tmp, settings)), settings.gdal_type, settings.quiet)
         dst = open_raster(tmp, update=True)
         dst.SetGeoTransform(fixed_geotransform(dst.GetGeoTransform(), src.GetGeoTransform(), pad))
         copy_band_metadata(src, dst)
-        if out_nodata is not None:
+        if settings.out_nodata is not None:
             for b in range(1, dst.RasterCount + 1):
-                dst.GetRasterBand(b).SetNoDataValue(out_nodata)
+                dst.GetRasterBand(b).SetNoDataValue(settings.out_nodata)
         del dst

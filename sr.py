@@ -19,6 +19,7 @@ import constants
 import otb_engine
 from cli import run_cli
 from errors import SR4RSError
+from inference_settings import InferenceSettings
 from logs import get_logger, setup_logging
 from otb_env import load_otb
 from raster import (
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     src = open_raster(args.input)
     # TensorFlow loads here, after the cheap checks of the command line and the input
     import tiler
-    from sr_model import Signature, band_statistics, check_input, inspect_savedmodel
+    from sr_model import band_statistics, check_input, inspect_savedmodel
 
     info = inspect_savedmodel(args.savedmodel)
     info.output_key(args.pad)
@@ -204,20 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sample = read_sample(src)
     stats = band_statistics(sample, valid_mask(sample, nodata))
     check_input(info, src.RasterCount, stats)
-    options = creation_options(user_options, out_type, args.ts)
+    settings = InferenceSettings(
+        input=args.input, savedmodel=args.savedmodel, output=output, ts=args.ts, pad=args.pad,
+        gdal_type=out_type, nodata=nodata, out_nodata=out_nodata,
+        creation_options=creation_options(user_options, out_type, args.ts), fill=tuple(stats["mean"]),
+        extended=tuple(extended), batch=args.batch, quiet=args.quiet)
     engine = choose_engine(args.engine)
     logger.info("%s -> %s with %s (engine %s, ts %s, pad %s, %s)", args.input, output, args.savedmodel,
                 engine, args.ts, args.pad, numpy_type_of(out_type))
-    if engine == "otb":
-        otb_engine.run(args.input, args.savedmodel, output, args.ts, args.pad, out_type, nodata, out_nodata,
-                       options, extended, args.quiet)
-        return 0
-    if extended:
-        logger.warning("extended filename options ignored by the built-in engine: %s", "&".join(extended))
-    settings = tiler.Settings(ts=args.ts, pad=args.pad, gdal_type=out_type, nodata=nodata,
-                              out_nodata=out_nodata, fill=tuple(stats["mean"]), creation_options=options,
-                              batch=args.batch, quiet=args.quiet)
-    tiler.run(args.input, Signature(info, args.pad), output, settings)
+    (otb_engine.run if engine == "otb" else tiler.run)(settings)
     return 0
 
 

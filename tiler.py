@@ -1,10 +1,8 @@
 """Built-in inference engine (GDAL + TensorFlow): the whole input extent, 4 times the pixels, in tiles.
 
-Each output tile of tw x th HR pixels is computed from the LR window of (tw + 2*pad)/4 x (th + 2*pad)/4
-pixels centred on it, through the model output `output_<pad>` (cropped by `pad` HR pixels on every
-side): the arithmetic of OTB's TensorflowModelServe, so tiles join seamlessly when `pad` covers the
-model's receptive field. Outside the image the LR window is mirrored (symmetric: the edge pixel is
-repeated), and the output keeps only what lies inside the image.
+The tiles and their LR windows come from `tile_windows.TileGrid` (OTB TensorflowModelServe's
+arithmetic, mirrored beyond the image borders); this module reads the windows, runs the model and
+writes the tiles:
 
     reader thread: GDAL reads, nodata fill  ->  main thread: the model  ->  writer thread: rounding,
     clamping, nodata, GDAL writes
@@ -14,7 +12,6 @@ with at most `QUEUE_DEPTH` batches waiting on each side, so memory stays bounded
 from __future__ import annotations
 
 import collections
-import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +20,7 @@ import tqdm
 from osgeo import gdal
 
 import constants
+from inference_settings import InferenceSettings
 from logs import get_logger
 from raster import (
     atomic_output,
@@ -33,64 +31,23 @@ from raster import (
     read_array,
     valid_mask,
 )
-from sr_model import Signature
+from sr_model import Signature, inspect_savedmodel
+from tile_windows import Tile, TileGrid, hr_mask
 
 logger = get_logger("tiler")
 
 QUEUE_DEPTH = 2
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """How to run the built-in engine.
-
-    Attributes:
-        ts: tile size (HR pixels, multiple of 4).
-        pad: margin (HR pixels): the model output `output_<pad>` is used.
-        gdal_type: output GDAL data type.
-        nodata: input nodata value (None: only NaN is invalid).
-        out_nodata: output nodata value written and declared (None: none).
-        fill: per-band value that replaces invalid input pixels before inference.
-        creation_options: GeoTIFF creation options.
-        batch: tiles per model call.
-        quiet: no progress bar.
-    """
-
-    ts: int
-    pad: int
-    gdal_type: int
-    nodata: float | None
-    out_nodata: float | None
-    fill: tuple[float, ...]
-    creation_options: dict[str, str]
-    batch: int = 1
-    quiet: bool = False
-
-
-def mirror_indices(start: int, stop: int, size: int) -> np.ndarray:
-    """Indices [start, stop) folded into [0, size) by symmetric mirroring: ... 1 0 | 0 1 ... n-1 | n-1 ...
-
-    Args:
-        start: first index (may be negative).
-        stop: end index (may be beyond size).
-        size: the axis length.
-    """
-    idx = np.mod(np.arange(start, stop), 2 * size)
-    return np.where(idx >= size, 2 * size - 1 - idx, idx)
-
-
-def read_window(ds: gdal.Dataset, x0: int, y0: int, width: int, height: int) -> np.ndarray:
-    """An LR window [height, width, bands] that may leave the image, mirrored at the borders.
+def read_window(ds: gdal.Dataset, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The pixels [rows, cols, bands] at the given image rows and columns (see
+    TileGrid.window_indices), read as the bounding box of those indices.
 
     Args:
         ds: the input image.
-        x0: first column (may be negative).
-        y0: first row (may be negative).
-        width: columns.
-        height: rows.
+        rows: image rows, in [0, ds.RasterYSize).
+        cols: image columns, in [0, ds.RasterXSize).
     """
-    cols = mirror_indices(x0, x0 + width, ds.RasterXSize)
-    rows = mirror_indices(y0, y0 + height, ds.RasterYSize)
     c0, r0 = int(cols.min()), int(rows.min())
     block = read_array(ds, c0, r0, int(cols.max()) - c0 + 1, int(rows.max()) - r0 + 1)
     return block[np.ix_(rows - r0, cols - c0)]
@@ -117,47 +74,49 @@ def to_encoding(hr: np.ndarray, valid: np.ndarray, dtype: np.dtype, out_nodata: 
 
 
 class _Job:
-    """One run: the input, the output grid, its tiles, and the read and write of a batch of tiles."""
+    """One run: the input, the output, its tiles, and the read and write of a batch of tiles.
 
-    def __init__(self, src: gdal.Dataset, dst: gdal.Dataset, settings: Settings, output: str):
-        self.src, self.dst, self.s, self.output = src, dst, settings, output
-        self.width, self.height = dst.RasterXSize, dst.RasterYSize
-        self.tw, self.th = min(settings.ts, self.width), min(settings.ts, self.height)
-        self.tiles = [(x, y) for y in range(0, self.height, self.th) for x in range(0, self.width, self.tw)]
+    Args:
+        src: the input image.
+        dst: the output being written.
+        settings: the run's settings.
+    """
+
+    def __init__(self, src: gdal.Dataset, dst: gdal.Dataset, settings: InferenceSettings):
+        self.src, self.dst, self.s = src, dst, settings
+        self.grid = TileGrid(src.RasterXSize, src.RasterYSize, settings.ts, settings.pad)
+        self.tiles = self.grid.tiles()
         self.dtype = numpy_type_of(settings.gdal_type)
         self.unmarked_invalid = False
 
-    def read(self, tiles: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, tiles: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
         """LR windows of the tiles, invalid pixels filled [N, h, w, bands], and validity of each
         tile's own LR pixels [N, th/4, tw/4, bands]."""
-        m = self.s.pad // constants.SCALE
         lr, valid = [], []
-        for x, y in tiles:
-            window = read_window(self.src, x // constants.SCALE - m, y // constants.SCALE - m,
-                                 self.tw // constants.SCALE + 2 * m, self.th // constants.SCALE + 2 * m)
+        for tile in tiles:
+            window = read_window(self.src, *self.grid.window_indices(tile))
             ok = valid_mask(window, self.s.nodata)
             lr.append(np.where(ok, window, np.asarray(self.s.fill, np.float32)).astype(np.float32))
-            valid.append(ok[m:-m, m:-m])
+            valid.append(self.grid.inner(ok))
         return np.stack(lr), np.stack(valid)
 
-    def write(self, tiles: list[tuple[int, int]], hr: np.ndarray, valid: np.ndarray) -> None:
+    def write(self, tiles: list[Tile], hr: np.ndarray, valid: np.ndarray) -> None:
         """Write a batch of model outputs [N, th, tw, bands], cropped to the image."""
-        for (x, y), tile, ok in zip(tiles, hr, valid, strict=True):
-            w, h = min(self.tw, self.width - x), min(self.th, self.height - y)
-            ok = np.repeat(np.repeat(ok, constants.SCALE, 0), constants.SCALE, 1)[:h, :w]
+        for tile, pixels, own in zip(tiles, hr, valid, strict=True):
+            ok = hr_mask(own, tile)
             self.unmarked_invalid |= self.s.out_nodata is None and not ok.all()
-            pixels = to_encoding(tile[:h, :w], ok, self.dtype, self.s.out_nodata)
-            with gdal_errors(f"{self.output}: writing failed"):
-                self.dst.WriteArray(np.moveaxis(pixels, -1, 0), x, y)
+            encoded = to_encoding(tile.crop(pixels), ok, self.dtype, self.s.out_nodata)
+            with gdal_errors(f"{self.s.output}: writing failed"):
+                self.dst.WriteArray(np.moveaxis(encoded, -1, 0), tile.x, tile.y)
 
     def close(self) -> None:
         """Flush and close the output (GDAL closes a dataset when its last reference goes)."""
         dst, self.dst = self.dst, None
-        with gdal_errors(f"{self.output}: writing failed"):
+        with gdal_errors(f"{self.s.output}: writing failed"):
             dst.FlushCache()
 
 
-def create_output(path: str, src: gdal.Dataset, settings: Settings) -> gdal.Dataset:
+def create_output(path: str, src: gdal.Dataset, settings: InferenceSettings) -> gdal.Dataset:
     """The output GeoTIFF: 4 times the input's pixels over the same extent, same CRS and band metadata.
 
     Args:
@@ -183,8 +142,9 @@ def create_output(path: str, src: gdal.Dataset, settings: Settings) -> gdal.Data
     return dst
 
 
-def _pipeline(job: _Job, signature: Signature, batch: int, progress: tqdm.tqdm) -> float:
+def _pipeline(job: _Job, signature: Signature, progress: tqdm.tqdm) -> float:
     """Read ahead, infer, write behind; returns the number of HR pixels written."""
+    batch = job.s.batch
     batches = [job.tiles[i:i + batch] for i in range(0, len(job.tiles), batch)]
     start, done = time.perf_counter(), 0
     with ThreadPoolExecutor(1, "sr-read") as reader, ThreadPoolExecutor(1, "sr-write") as writer:
@@ -197,7 +157,7 @@ def _pipeline(job: _Job, signature: Signature, batch: int, progress: tqdm.tqdm) 
             writes.append(writer.submit(job.write, tiles, signature(lr), valid))
             while len(writes) > QUEUE_DEPTH:
                 writes.popleft().result()
-            done += sum(min(job.tw, job.width - x) * min(job.th, job.height - y) for x, y in tiles)
+            done += sum(tile.width * tile.height for tile in tiles)
             progress.update(len(tiles))
             progress.set_postfix_str(f"{done / 1e6 / (time.perf_counter() - start):.2f} HR Mpx/s")
         for pending in writes:
@@ -205,30 +165,33 @@ def _pipeline(job: _Job, signature: Signature, batch: int, progress: tqdm.tqdm) 
     return done
 
 
-def run(input_path: str, signature: Signature, output: str, settings: Settings) -> None:
-    """Super-resolve `input_path` into `output` (written under a temporary name, renamed on success).
+def run(settings: InferenceSettings) -> None:
+    """Super-resolve `settings.input` with the SavedModel into `settings.output` (written under a
+    temporary name, renamed on success), over the whole input extent.
 
     Args:
-        input_path: the LR image.
-        signature: the loaded model.
-        output: the output GeoTIFF path.
-        settings: tile size, margin, encoding, nodata, creation options, batch, progress.
+        settings: paths, tile size, margin, encoding, nodata, fill values, creation options, batch,
+            progress (the OTB extended filename options are ignored, with a warning).
     """
-    src = open_raster(input_path)
+    if settings.extended:
+        logger.warning("extended filename options ignored by the built-in engine: %s",
+                       "&".join(settings.extended))
+    src = open_raster(settings.input)
+    signature = Signature(inspect_savedmodel(settings.savedmodel), settings.pad)
     start = time.perf_counter()
-    with atomic_output(output) as tmp:
-        job = _Job(src, create_output(tmp, src, settings), settings, output)
-        margin = 2 * settings.pad // constants.SCALE
+    with atomic_output(settings.output) as tmp:
+        job = _Job(src, create_output(tmp, src, settings), settings)
+        grid, window = job.grid, job.grid.window(job.tiles[0])
         logger.info("%s x %s HR pixels in %s tile(s) of %s x %s (LR windows of %s x %s), %s per batch",
-                    job.width, job.height, len(job.tiles), job.tw, job.th, job.tw // constants.SCALE + margin,
-                    job.th // constants.SCALE + margin, settings.batch)
+                    grid.width, grid.height, len(job.tiles), grid.tile_width, grid.tile_height, window.width,
+                    window.height, settings.batch)
         progress = tqdm.tqdm(total=len(job.tiles), unit="tile", disable=settings.quiet, leave=False)
         try:
-            done = _pipeline(job, signature, settings.batch, progress)
+            done = _pipeline(job, signature, progress)
         finally:
             progress.close()
             job.close()
     if job.unmarked_invalid:
         logger.warning("the input has NaN pixels and the output type has no nodata value: their output "
                        "pixels hold model values from the filled input (give --nodata to mark them)")
-    logger.info("%s written (%.2f HR Mpx/s)", output, done / 1e6 / (time.perf_counter() - start))
+    logger.info("%s written (%.2f HR Mpx/s)", settings.output, done / 1e6 / (time.perf_counter() - start))

@@ -3,24 +3,23 @@ and, when OTBTF is built (`make otb`), real runs: exact x4 nearest-neighbour mod
 an original-style TF1 one) land where they should, and OTB and the built-in engine agree."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
 
 import numpy as np
 import pytest
 from helpers import write_raster
 from osgeo import gdal
-from sr_models import cached, nearest_export
+from savedmodel_fixtures import cached, nearest_export
 
 import otb_engine
 import sr
 from cli import run_cli
-from otb_env import load_otb
+from errors import SR4RSError
+from inference_settings import InferenceSettings
 from raster import ENCODINGS, read_array
-
-OTB = load_otb()
-needs_otb = pytest.mark.skipif(OTB is None, reason="OTBTF's TensorflowModelServe is not available: run "
-                               "`make otb` to build it (or run the tests inside the OTBTF Docker image)")
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +28,32 @@ def nearest(tmp_path_factory: pytest.TempPathFactory) -> str:
     return cached(tmp_path_factory, "nearest_export1", lambda p: nearest_export(p, 1))
 
 
+def settings(**changes: object) -> InferenceSettings:
+    """Settings of an OTB run: ts 512, pad 64, int16, no nodata, no creation option, with `changes`."""
+    base = InferenceSettings(input="in.tif", savedmodel="model", output="out.tif", ts=512, pad=64,
+                             gdal_type=gdal.GDT_Int16, nodata=None, out_nodata=None, creation_options={},
+                             fill=(0.0,))
+    return dataclasses.replace(base, **changes)
+
+
 def test_parameters_are_those_of_spec_section_8():
-    params = otb_engine.parameters("in.tif", "model", "out.tif?&streaming:type=tiled", 512, 64, None)
+    params = otb_engine.parameters(settings(), "out.tif?&streaming:type=tiled")
     assert params == {
         "source1.il": ["in.tif"], "source1.rfieldx": 160, "source1.rfieldy": 160,
         "source1.placeholder": "lr_input", "model.dir": "model", "model.fullyconv": True,
         "output.names": ["output_64"], "output.efieldx": 512, "output.efieldy": 512,
         "output.spcscale": 0.25, "optim.tilesizex": 512, "optim.tilesizey": 512,
         "optim.disabletiling": True, "out": "out.tif?&streaming:type=tiled"}
-    params = otb_engine.parameters("in.tif", "model", "o.tif", 100, 256, -10000)
+    params = otb_engine.parameters(settings(ts=100, pad=256, nodata=-10000), "o.tif")
     assert (params["source1.rfieldx"], params["output.efieldy"]) == (153, 100)
     assert params["output.names"] == ["output_256"]
     assert (params["source1.nodata"], params["output.bv"]) == (-10000.0, -10000.0)
-    assert "source1.nodata" not in otb_engine.parameters("in.tif", "m", "o.tif", 64, 32, math.nan)
+    assert "source1.nodata" not in otb_engine.parameters(settings(ts=64, pad=32, nodata=math.nan), "o.tif")
 
 
 def test_output_filename_streams_rows_of_tiles_with_creation_options():
-    name = otb_engine.output_filename("/d/o.tif", {"COMPRESS": "LZW", "TILED": "YES"}, ["box=0:0:10:10"], 256)
+    run = settings(creation_options={"COMPRESS": "LZW", "TILED": "YES"}, extended=("box=0:0:10:10",), ts=256)
+    name = otb_engine.output_filename("/d/o.tif", run)
     assert name == ("/d/o.tif?&gdal:co:COMPRESS=LZW&gdal:co:TILED=YES&box=0:0:10:10&streaming:type=tiled"
                     "&streaming:sizemode=height&streaming:sizevalue=256")
 
@@ -89,7 +97,7 @@ def expected_at(lr: np.ndarray, in_gt: tuple[float, ...], out_gt: tuple[float, .
     return lr[np.ix_(rows, cols)]
 
 
-@needs_otb
+@pytest.mark.otb
 @pytest.mark.parametrize("ts, pad", [(64, 32), (128, 64), (100, 64), (52, 32)])
 def test_otb_output_is_exact_and_correctly_georeferenced(tmp_path, nearest, ts, pad):
     lr = np.random.default_rng(7).integers(0, 30000, (77, 93, 1)).astype(np.int16)
@@ -101,7 +109,8 @@ def test_otb_output_is_exact_and_correctly_georeferenced(tmp_path, nearest, ts, 
     np.testing.assert_array_equal(hr, expected_at(lr, in_gt, gt, hr.shape))
 
 
-@needs_otb
+@pytest.mark.slow
+@pytest.mark.otb
 def test_otb_serves_original_style_tf1_models(tmp_path, tf1_nearest):
     lr = np.random.default_rng(8).integers(-2000, 2000, (70, 65, 3)).astype(np.int16)
     src = write_raster(str(tmp_path / "in.tif"), lr)
@@ -112,7 +121,7 @@ def test_otb_serves_original_style_tf1_models(tmp_path, tf1_nearest):
     assert gdal.Open(str(tmp_path / "out.tif")).GetMetadata("IMAGE_STRUCTURE")["COMPRESSION"] == "LZW"
 
 
-@needs_otb
+@pytest.mark.otb
 def test_otb_and_builtin_engines_agree(tmp_path, generator3):
     lr = np.random.default_rng(9).uniform(0, 3000, (80, 75, 3)).astype(np.float32)
     src = write_raster(str(tmp_path / "in.tif"), lr)
@@ -131,7 +140,7 @@ def test_otb_and_builtin_engines_agree(tmp_path, generator3):
     np.testing.assert_allclose(otb_hr, common, rtol=0, atol=1e-5 * scale)
 
 
-@needs_otb
+@pytest.mark.otb
 def test_otb_declares_nodata_and_refuses_too_small_images(tmp_path, nearest, capsys):
     lr = np.full((40, 40), 7, np.uint16)
     lr[:20] = 0
@@ -143,3 +152,16 @@ def test_otb_declares_nodata_and_refuses_too_small_images(tmp_path, nearest, cap
                              "--engine", "otb", "--ts", "512"]) == 2
     assert "too small for the OTB engine" in capsys.readouterr().err
     assert not (tmp_path / "o2.tif").exists()
+
+
+@pytest.mark.otb
+def test_otb_failure_is_a_clear_error_and_leaves_no_output(tmp_path):
+    src = write_raster(str(tmp_path / "in.tif"), np.ones((40, 40), np.int16))
+    (tmp_path / "empty").mkdir()
+    run = settings(input=src, savedmodel=str(tmp_path / "empty"), output=str(tmp_path / "out.tif"), ts=32,
+                   pad=32, quiet=True)
+    with pytest.raises(SR4RSError) as failure:
+        otb_engine.run(run)
+    message = str(failure.value)
+    assert message.startswith("OTB TensorflowModelServe failed (") and "Can't load the input model" in message
+    assert sorted(os.listdir(tmp_path)) == ["empty", "in.tif"]

@@ -6,20 +6,18 @@ import tensorflow as tf
 from helpers import write_raster
 
 import constants
-import demo_scene
 import extract_patches
 import sr
 import train
 from cli import run_cli
-from otb_env import load_otb
+from demo import scene
 from raster import open_raster, read_array
 
-pytestmark = pytest.mark.skipif(load_otb() is None, reason="OTBTF's TensorflowModelServe is not available: "
-                                "run `make otb` (or run the tests inside the OTBTF Docker image)")
+pytestmark = [pytest.mark.otb, pytest.mark.slow]
 
 
 def test_otb_serves_a_trained_savedmodel_like_tensorflow(tmp_path):
-    lr, hr = demo_scene.make_demo_scene(str(tmp_path / "scene"), size_hr=128, seed=2)
+    lr, hr = scene.make_demo_scene(str(tmp_path / "scene"), size_hr=128, seed=2)
     patches = [str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif")]
     assert extract_patches.main(["--lr", lr, "--hr", hr, "--lr_patchsize", "8", "--step", "8", "--out_lr",
                                  patches[0], "--out_hr", patches[1], "--max_patches", "8", "--quiet"]) == 0

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from helpers import write_raster
 from osgeo import gdal, osr
-from sr_models import cached, nearest_model, nearest_x4
+from savedmodel_fixtures import cached, nearest_model, nearest_x4
 
 import sr
 import tiler
 from raster import read_array
 from sr_model import Signature, inspect_savedmodel
+from tile_windows import TileGrid
 
 ORIGIN = (500010.0, 4799990.0)
 
@@ -38,14 +39,15 @@ def whole_image(model: str, lr: np.ndarray, pad: int) -> np.ndarray:
     return Signature(inspect_savedmodel(model), pad)(padded[np.newaxis])[0]
 
 
-def test_mirror_indices_and_windows_match_a_symmetric_pad(tmp_path):
+def test_read_window_reads_the_mirrored_window(tmp_path):
     lr = np.arange(7 * 5 * 2, dtype=np.int16).reshape(7, 5, 2)
     ds = gdal.Open(write_raster(str(tmp_path / "in.tif"), lr))
-    padded = np.pad(lr, [(20, 20), (20, 20), (0, 0)], mode="symmetric")
-    for x0, y0, w, h in [(-3, -2, 4, 4), (-20, -20, 45, 47), (3, 4, 9, 12), (1, 1, 3, 3), (-1, 6, 2, 2)]:
-        expected = padded[y0 + 20:y0 + 20 + h, x0 + 20:x0 + 20 + w]
-        np.testing.assert_array_equal(tiler.read_window(ds, x0, y0, w, h), expected)
-    np.testing.assert_array_equal(tiler.mirror_indices(-3, 4, 1), np.zeros(7))
+    grid = TileGrid(5, 7, 8, 64)  # LR windows of 2 + 2*16 pixels a side: larger than the image
+    for tile in grid.tiles():
+        rows, cols = grid.window_indices(tile)
+        np.testing.assert_array_equal(tiler.read_window(ds, rows, cols), lr[np.ix_(rows, cols)])
+    np.testing.assert_array_equal(tiler.read_window(ds, np.array([5, 6, 6]), np.array([2, 1])),
+                                  lr[[5, 6, 6]][:, [2, 1]])
 
 
 def test_to_encoding_rounds_clamps_and_marks_nodata():
@@ -78,6 +80,7 @@ def test_grid_and_exact_nearest_neighbour(tmp_path, nearest, shape, dtype, ts):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
 
 
+@pytest.mark.slow
 def test_original_style_tf1_model_is_exact_borders_included(tmp_path, tf1_nearest):
     lr = np.random.default_rng(2).integers(-3000, 3000, (33, 19, 3)).astype(np.int16)
     src = write_raster(str(tmp_path / "in.tif"), lr)
@@ -97,6 +100,7 @@ def test_tiny_generator_receptive_field_is_below_the_pad(generator3):
     assert 0 < radius < 64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pad, sizes", [(64, (32, 68, 100, 512)), (128, (64, 512))])
 def test_tiles_are_seamless_whatever_the_tile_size(tmp_path, generator3, pad, sizes):
     lr = np.random.default_rng(4).uniform(0, 2000, (45, 39, 3)).astype(np.float32)
@@ -204,3 +208,14 @@ def test_an_input_without_georeferencing_gives_an_output_without(tmp_path, neare
     assert hr.shape == (40, 48, 1)
     result = gdal.Open(out)
     assert result.GetGeoTransform(can_return_null=True) is None and result.GetProjection() == ""
+
+
+def test_extended_filename_gives_creation_options_and_a_warning_for_the_rest(tmp_path, nearest, caplog):
+    src = write_raster(str(tmp_path / "in.tif"), np.ones((8, 8), np.uint16))
+    out = str(tmp_path / "out.tif")
+    with caplog.at_level(logging.WARNING):
+        assert sr.main(["--input", src, "--savedmodel", nearest, "--output",
+                        out + "?&gdal:co:COMPRESS=LZW&box=0:0:4:4", "--engine", "tf", "--quiet"]) == 0
+    assert "extended filename options ignored by the built-in engine: box=0:0:4:4" in caplog.text
+    assert gdal.Open(out).GetMetadata("IMAGE_STRUCTURE")["COMPRESSION"] == "LZW"
+    np.testing.assert_array_equal(read_array(gdal.Open(out)), np.ones((32, 32, 1)))
