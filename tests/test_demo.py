@@ -13,6 +13,7 @@ from demo import run as demo
 from errors import SR4RSError
 
 
+@pytest.mark.slow
 def test_the_demo_runs_end_to_end_and_beats_bicubic(tmp_path, capsys):
     out = tmp_path / "demo_out"
     assert run_cli(demo.main, ["--out", str(out), "--size", "512", "--max_patches", "200"]) == 0

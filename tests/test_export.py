@@ -34,6 +34,7 @@ def test_signature_names_and_dtypes(signature):
     assert sorted(signature.structured_outputs) == sorted(constants.output_name(p) for p in constants.PADS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pad", constants.PADS)
 def test_every_pad_gives_a_ts_by_ts_tile(exported, signature, pad):
     generator = exported[0]

@@ -22,11 +22,7 @@ from cli import run_cli
 from extract_patches import main, otb_pixel_index
 
 OTB = otb_env.load_otb("PatchesExtraction")
-pytestmark = [
-    pytest.mark.otb,
-    pytest.mark.skipif(OTB is None, reason="OTBTF's PatchesExtraction is not available: run `make otb` "
-                       "(builds it into .otb/ from OTBTF_SRC and OTB_SWIG_SRC, see README)"),
-]
+pytestmark = pytest.mark.otb
 NSOURCES = "OTB_TF_NSOURCES"  # OTBTF's variable (the original SR4RS README's OTB_TF_NBSOURCES is a typo)
 
 

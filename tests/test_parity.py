@@ -20,7 +20,7 @@ from helpers import ORIGINAL_CODE, ROOT, needs_original
 import constants
 import network
 
-pytestmark = [needs_original, pytest.mark.original]
+pytestmark = [needs_original, pytest.mark.original, pytest.mark.slow]
 
 NCHANNELS, DEPTH, NRESBLOCKS = 4, 8, 2
 FACTORS = constants.FACTORS

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from helpers import needs_original, write_raster
 from osgeo import gdal
-from sr_models import cached, generator_model, nearest_export, original_model
+from savedmodel_fixtures import cached, generator_model, nearest_export, original_model
 
 import sr
 import sr_model
@@ -154,6 +154,7 @@ def test_model_inspection(nearest1, generator4):
         info.output_key(48)
 
 
+@pytest.mark.slow
 def test_command_line_entry_point(tmp_path):
     src = write_raster(str(tmp_path / "in.tif"), np.ones((8, 8), np.int16))
     result = subprocess.run([sys.executable, os.path.join(ROOT, "sr.py"), "--input", src, "--savedmodel",
@@ -163,6 +164,7 @@ def test_command_line_entry_point(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @needs_original
 def test_models_of_the_original_train_py_run(tmp_path_factory, tmp_path):
     model = cached(tmp_path_factory, "original", original_model)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import needs_original, write_random_vgg19, write_raster
-from sr_models import cached, original_model
+from savedmodel_fixtures import cached, original_model
 
 import constants
 import demo_scene
@@ -59,6 +59,7 @@ def first_run(data):
     return out
 
 
+@pytest.mark.slow
 def test_losses_are_finite_and_logged_under_their_names(first_run):
     found = events(first_run / "logs")
     pretrain_steps, train_steps = [0, 1, 2], [3, 4, 5]  # 12 patches / batch 4, one epoch per phase
@@ -70,6 +71,7 @@ def test_losses_are_finite_and_logged_under_their_names(first_run):
     assert all(v > 0 for _, v in found[constants.GEN_LOSS_VGG])
 
 
+@pytest.mark.slow
 def test_previews_are_logged_for_the_three_scales_and_bicubic(first_run):
     found = events(first_run / "logs")
     for factor in constants.FACTORS:
@@ -80,6 +82,7 @@ def test_previews_are_logged_for_the_three_scales_and_bicubic(first_run):
     assert "LossWGAN-GP_D4_RB1" in run_dirs[0] and "pretrained" in run_dirs[0]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_per_epoch_and_a_working_savedmodel(first_run):
     assert len(glob.glob(str(first_run / "ckpts" / "*" / "*.index"))) == 2
     model = tf.saved_model.load(str(first_run / "savedmodel"))
@@ -93,6 +96,7 @@ def test_a_checkpoint_per_epoch_and_a_working_savedmodel(first_run):
     assert len(meta["lr_stats"]["mean"]) == 4 and meta["lr_stats"]["max"][0] > 0
 
 
+@pytest.mark.slow
 def test_resuming_continues_the_steps_in_the_same_run(first_run, data):
     args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--losstype", "LSGAN", "--streaming",
             "--save_ckpt", str(first_run / "ckpts") + "/", "--logdir", str(first_run / "logs"),
@@ -104,6 +108,7 @@ def test_resuming_continues_the_steps_in_the_same_run(first_run, data):
     assert len(glob.glob(str(first_run / "ckpts" / "*" / "*.index"))) == 3
 
 
+@pytest.mark.slow
 def test_the_readme_example_is_accepted(data, tmp_path):
     readme_args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--preview", data["preview"],
                    "--vggfile", data["vgg"], "--save_ckpt", str(tmp_path / "ckpts") + "/",
@@ -163,6 +168,7 @@ def test_an_original_tf1_checkpoint_loads_into_the_networks(tmp_path_factory):
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_residual_linear_starts_from_the_least_squares_fit(data, tmp_path):
     patches = {k: str(tmp_path / f"{k}16.tif") for k in ("lr", "hr")}
     scene = data["dir"] / "scene"
@@ -187,6 +193,7 @@ def test_residual_linear_starts_from_the_least_squares_fit(data, tmp_path):
     assert np.mean((sr - target) ** 2) < 0.9 * np.mean((bicubic - target) ** 2)
 
 
+@pytest.mark.slow
 def test_bfloat16_training_exports_a_float32_savedmodel(data, tmp_path, caplog):
     args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--losstype", "LSGAN",
             "--save_ckpt", str(tmp_path / "ck") + "/", "--logdir", str(tmp_path / "logs"),
@@ -217,6 +224,7 @@ def test_float16_refuses_to_resume_a_float32_checkpoint(first_run, data, tmp_pat
     assert "a float32 or bfloat16 run (no float16 loss scale in it)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_diverging_training_stops_with_a_message(data, tmp_path, capsys):
     args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
             *TINY, "--epochs", "4", "--lr_scale", "1e38", "--hr_scale", "1e38"]  # inf inputs: NaN losses

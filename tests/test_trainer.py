@@ -61,6 +61,7 @@ def test_pretraining_lowers_the_content_loss_and_leaves_the_discriminator():
     assert not changed(dis_before, trainer.discriminator)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("losstype", ["WGAN-GP", "LSGAN"])
 def test_gan_step_updates_both_networks_with_finite_losses(losstype, tmp_path):
     tf.random.set_seed(0)
@@ -106,6 +107,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_trains_like_one_device():
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], cwd=ROOT, env=env, capture_output=True,
@@ -136,6 +138,7 @@ def float32_state(trainer):
         and all(m.dtype == tf.float32 for o in optimizers for m in o.m + o.v)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", REDUCED, ids=lambda d: d.name)
 @pytest.mark.parametrize("losstype", ["WGAN-GP", "LSGAN"])
 def test_mixed_precision_gan_step_computes_in_the_dtype_with_float32_state(dtype, losstype):
@@ -155,6 +158,7 @@ def test_mixed_precision_gan_step_computes_in_the_dtype_with_float32_state(dtype
     assert all(v.dtype == tf.float32 for v in trainer.generate(data[constants.LR_KEY]).values())
 
 
+@pytest.mark.slow
 def test_float16_loss_scale_skips_non_finite_steps_halves_and_grows(tmp_path):
     tf.random.set_seed(0)
     trainer = Trainer(TrainConfig(**TINY, compute_dtype="float16", loss_scale_interval=2))
@@ -182,6 +186,7 @@ def test_float16_loss_scale_skips_non_finite_steps_halves_and_grows(tmp_path):
     assert float(restored.loss_scale.scale) == 2.0
 
 
+@pytest.mark.slow
 def test_reduced_precision_pretraining_follows_float32():
     data = batch()
     curves = {}

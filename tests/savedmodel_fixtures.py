@@ -19,7 +19,7 @@ from network import Generator
 
 def cached(factory: pytest.TempPathFactory, name: str, build: Callable[[str], None]) -> str:
     """The SavedModel `name` of this test session, built by `build(path)` the first time."""
-    path = os.path.join(factory.getbasetemp(), "sr_models", name)
+    path = os.path.join(factory.getbasetemp(), "savedmodels", name)
     if not os.path.isdir(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         build(path)
