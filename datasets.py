@@ -316,28 +316,45 @@ class PatchesDataset:
         self._add_wait(time.perf_counter() - t0)
         return out[0], out[1]
 
+    def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The LR and HR patches of some global indices, as numpy arrays in the samples' data type.
+
+        Args:
+            indices: global patch indices (0 .. n_patches - 1), in the order wanted.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.streaming:
+            return self._read_batch(indices)
+        return tf.gather(self._lr_var, indices).numpy(), tf.gather(self._hr_var, indices).numpy()
+
     # -- tf.data ------------------------------------------------------------------------------------
-    def tf_dataset(self, batch_size: int, seed: int | None = None, shuffle: bool = True) -> tf.data.Dataset:
+    def tf_dataset(self, batch_size: int, seed: int | None = None, shuffle: bool = True,
+                   indices: np.ndarray | None = None, augment: bool = False) -> tf.data.Dataset:
         """One epoch of {"lr": [B, s, s, C], "hr": [B, 4s, 4s, C]} batches in the files' data type.
 
         Reshuffled on each iteration (deterministic sequence of orders for a given seed, identical in both
         modes), the last incomplete batch dropped, prefetched.
 
         Args:
-            batch_size: samples per batch (at most n_patches).
-            seed: shuffling seed (None: random).
+            batch_size: samples per batch (at most the number of patches drawn from).
+            seed: shuffling (and augmentation) seed (None: random).
             shuffle: False keeps the files' order.
+            indices: the global patch indices to draw from (default: all), e.g. the training part when
+                some patches are held out for validation.
+            augment: apply one of the 8 flips/quarter-turns, drawn at random for each pair, to the LR
+                and the HR patch alike.
         """
+        indices = np.arange(self.n_patches) if indices is None else np.asarray(indices, dtype=np.int64)
         if batch_size < 1:
             raise SR4RSError(f"the batch size must be >= 1 (got {batch_size})")
-        if batch_size > self.n_patches:
+        if batch_size > len(indices):
             raise SR4RSError(f"the batch size ({batch_size}) is larger than the number of patches "
-                             f"({self.n_patches})")
+                             f"({len(indices)})")
         s, hs, c = self.lr_patch_size, self.hr_patch_size, self.nbands
         tf_dtype = tf.as_dtype(self.dtype)
-        ds = tf.data.Dataset.range(self.n_patches)
+        ds = tf.data.Dataset.from_tensor_slices(indices)
         if shuffle:
-            ds = ds.shuffle(self.n_patches, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=True)  # batches of indices: the same in both modes
         if self.streaming:
             def read(indices: tf.Tensor) -> dict:
@@ -354,4 +371,24 @@ class PatchesDataset:
                 return {LR_KEY: tf.gather(lr_var, indices), HR_KEY: tf.gather(hr_var, indices)}
 
             ds = ds.map(gather)
+        if augment:
+            # one stateless seed per batch: the same transforms in both modes, for a given seed
+            seeds = tf.data.Dataset.random(seed=seed).batch(2)
+            ds = tf.data.Dataset.zip((ds, seeds)).map(dihedral_augment)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def dihedral_augment(batch: dict[str, tf.Tensor], seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Each LR/HR pair turned by the same random element of the dihedral group (4 quarter-turns, with or
+    without a left-right flip): 8 equally likely transforms, drawn per pair from a stateless seed."""
+    lr, hr = batch[LR_KEY], batch[HR_KEY]
+    draws = tf.random.stateless_uniform([tf.shape(lr)[0]], seed=seed, maxval=8, dtype=tf.int32)
+
+    def transform(args: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        lr_patch, hr_patch, draw = args
+        pair = [tf.image.rot90(p, draw % 4) for p in (lr_patch, hr_patch)]
+        flipped = [tf.image.flip_left_right(p) for p in pair]
+        return tuple(tf.where(draw >= 4, f, p) for f, p in zip(flipped, pair, strict=True))
+
+    lr, hr = tf.map_fn(transform, (lr, hr, draws), fn_output_signature=(lr.dtype, hr.dtype))
+    return {LR_KEY: lr, HR_KEY: hr}

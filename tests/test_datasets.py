@@ -194,3 +194,42 @@ def test_validation_errors(tmp_path):
     ds = PatchesDataset([good_lr], [good_hr])
     with pytest.raises(SR4RSError, match="batch size"):
         ds.tf_dataset(4)
+
+
+def test_indices_restrict_the_patches_drawn(two_pairs):
+    for streaming in (False, True):
+        ds = PatchesDataset(*two_pairs, streaming=streaming)
+        drawn = np.concatenate([patch_ids(b)[0] for b in ds.tf_dataset(2, seed=3, indices=[1, 4, 8, 9, 12])])
+        assert sorted(drawn) == sorted(set(drawn)) and set(drawn) <= {1, 4, 8, 9, 12} and len(drawn) == 4
+        with pytest.raises(SR4RSError, match="larger than the number of patches"):
+            ds.tf_dataset(6, indices=[1, 2, 3])
+
+
+def test_read_gives_the_patches_of_given_indices(two_pairs):
+    for streaming in (False, True):
+        lr, hr = PatchesDataset(*two_pairs, streaming=streaming).read(np.array([9, 2]))
+        assert lr.shape == (2, S, S, C) and hr.shape == (2, 4 * S, 4 * S, C)
+        assert list(lr[:, 0, 0, 0] // 10) == [9, 2] and list((hr[:, 0, 0, 0] - 1000) // 10) == [9, 2]
+
+
+def test_augmentation_turns_lr_and_hr_alike_over_the_8_transforms(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 64
+    lr = rng.integers(0, 1000, (n, S, S, C)).astype(np.int16)
+    hr = np.repeat(np.repeat(lr, 4, axis=1), 4, axis=2)  # HR = LR x4: any mismatch would show
+    lr_path = write_raster(str(tmp_path / "lr.tif"), lr.reshape(n * S, S, C))
+    hr_path = write_raster(str(tmp_path / "hr.tif"), hr.reshape(n * 4 * S, 4 * S, C))
+    batches = {}
+    for streaming in (False, True):
+        ds = PatchesDataset([lr_path], [hr_path], streaming=streaming)
+        batches[streaming] = [(b["lr"].numpy(), b["hr"].numpy())
+                              for b in ds.tf_dataset(8, seed=5, shuffle=False, augment=True)]
+    seen = set()
+    for (l_mem, h_mem), (l_str, h_str) in zip(batches[False], batches[True], strict=True):
+        assert (l_mem == l_str).all() and (h_mem == h_str).all()  # same transforms in both modes
+        assert (np.repeat(np.repeat(l_mem, 4, axis=1), 4, axis=2) == h_mem).all()
+    for i, patch in enumerate(np.concatenate([b[0] for b in batches[False]])):
+        variants = [np.rot90(lr[i], k) for k in range(4)]
+        variants += [np.fliplr(v) for v in variants]
+        seen.add(next(k for k, v in enumerate(variants) if (v == patch).all()))
+    assert seen == set(range(8))
