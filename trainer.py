@@ -35,13 +35,26 @@ LOSS_SCALE = "loss_scale"
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Network, scaling, optimiser and loss settings (defaults: the original SR4RS ones).
+    """Network, scaling, optimiser and loss settings (defaults: the original SR4RS ones); train.py's
+    options of the same names (README, Step 2). The band count comes with the patches: see Trainer.
 
-    `compute_dtype` is the networks' dtype (one of COMPUTE_DTYPES); with float16, the loss scale doubles
-    after `loss_scale_interval` finite steps in a row.
+    Args:
+        depth: base depth of the generator and the discriminator.
+        nresblocks: residual blocks of the generator.
+        lr_scale: LR values are multiplied by this at the network's input.
+        hr_scale: HR values are multiplied by this (the outputs divided by it).
+        adam_lr: learning rate of the Adam optimisers.
+        adam_b1: beta1 of the generator's and the discriminator's Adam.
+        l1weight: L1 loss weight.
+        l2weight: L2 loss weight.
+        vggweight: VGG (perceptual) loss weight.
+        ganweight: GAN loss weight.
+        losstype: one of losses.LOSS_TYPES.
+        residual: one of network.RESIDUALS (None: the original network).
+        compute_dtype: the networks' dtype, one of COMPUTE_DTYPES (train.py's --mixed_precision).
+        loss_scale_interval: with float16, the loss scale doubles after this many finite steps in a row.
     """
 
-    nbands: int
     depth: int = 64
     nresblocks: int = 16
     lr_scale: float = 1e-4
@@ -147,11 +160,12 @@ class Trainer(tf.Module):
 
     Args:
         config: the settings.
+        nbands: band count of the patches.
         strategy: a tf.distribute strategy (default: the current one, i.e. no distribution).
         vgg_features: the VGG19 feature extractor, or None for no perceptual loss.
     """
 
-    def __init__(self, config: TrainConfig, strategy: tf.distribute.Strategy | None = None,
+    def __init__(self, config: TrainConfig, nbands: int, strategy: tf.distribute.Strategy | None = None,
                  vgg_features: VGG19Features | None = None):
         super().__init__(name="trainer")
         if config.losstype not in losses.LOSS_TYPES:
@@ -166,10 +180,10 @@ class Trainer(tf.Module):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.vgg_features = vgg_features
         with self.strategy.scope():
-            self.generator = Generator(config.nbands, config.nresblocks, config.depth, config.residual,
+            self.generator = Generator(nbands, config.nresblocks, config.depth, config.residual,
                                        residual_gain=config.hr_scale / config.lr_scale)
             self.discriminator = Discriminator(config.depth)
-            self.discriminator.build(config.nbands)
+            self.discriminator.build(nbands)
             gen_vars = list(self.generator.trainable_variables)
             self.gen_optimizer = Adam(gen_vars, config.adam_lr, config.adam_b1)
             self.dis_optimizer = Adam(list(self.discriminator.trainable_variables), config.adam_lr,
@@ -183,6 +197,16 @@ class Trainer(tf.Module):
         self.train_step = tf.function(self._train_step, autograph=False)
         self.pretrain_step = tf.function(self._pretrain_step, autograph=False)
         self.generate = tf.function(self._generate, autograph=False)
+
+    def checkpointed(self) -> dict[str, tf.Module]:
+        """What a checkpoint must hold to resume training, by name (the checkpoint keys: keep them
+        stable): both networks, the three optimisers and, in float16, the loss scale (LOSS_SCALE)."""
+        state = {"generator": self.generator, "discriminator": self.discriminator,
+                 "gen_optimizer": self.gen_optimizer, "dis_optimizer": self.dis_optimizer,
+                 "pretrain_optimizer": self.pretrain_optimizer}
+        if self.loss_scale is not None:
+            state[LOSS_SCALE] = self.loss_scale
+        return state
 
     def _inputs(self, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, losses.Pyramid]:
         lr = self.config.lr_scale * tf.cast(batch[constants.LR_KEY], tf.float32)

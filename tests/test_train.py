@@ -1,20 +1,28 @@
-"""train.py end to end: real tiny trainings on patches made by extract_patches.py from a synthetic pair."""
+"""train.py end to end: real tiny trainings on patches made by extract_patches.py from a synthetic pair,
+from the command line and from Python (`train(TrainOptions(...))`)."""
+import dataclasses
 import glob
+import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import needs_original, write_random_vgg19, write_raster
-from savedmodel_fixtures import cached, original_model
+from helpers import write_random_vgg19
 
+import board
 import constants
-import demo_scene
 import extract_patches
 import train
+from checkpoints import Checkpoints
 from cli import run_cli
+from demo import scene as demo_scene
+from errors import SR4RSError
 from export import read_metadata
 from raster import open_raster, read_array
+from train import TrainOptions
+from trainer import TrainConfig, Trainer
 
 TINY = ["--depth", "4", "--nresblocks", "1", "--epochs", "1", "--batchsize", "4", "--previews_step", "3"]
 
@@ -26,7 +34,7 @@ def data(tmp_path_factory):
     lr, hr = demo_scene.make_demo_scene(str(folder / "scene"), size_hr=128, seed=1)
     paths = {"lr": str(folder / "lr_patches.tif"), "hr": str(folder / "hr_patches.tif"),
              "vgg": write_random_vgg19(str(folder / "vgg19.npy")), "dir": folder,
-             "preview": str(folder / "preview.tif")}
+             "preview": str(folder / "preview.tif"), "scene": (lr, hr)}
     code = extract_patches.main(["--lr", lr, "--hr", hr, "--lr_patchsize", "8", "--step", "8",
                                  "--out_lr", paths["lr"], "--out_hr", paths["hr"], "--max_patches", "12",
                                  "--quiet"])
@@ -76,7 +84,7 @@ def test_previews_are_logged_for_the_three_scales_and_bicubic(first_run):
     found = events(first_run / "logs")
     for factor in constants.FACTORS:
         assert [s for s, _ in found[f"{constants.PREVIEW_PREFIX}{factor}"]] == [0, 3]
-    assert [s for s, _ in found[train.BICUBIC_PREVIEW]] == [0]
+    assert [s for s, _ in found[board.BICUBIC_PREVIEW]] == [0]
     run_dirs = os.listdir(first_run / "logs")
     assert len(run_dirs) == 1 and run_dirs[0].startswith("SR4RS_E1_B4_LR0.001_Gan1.0_L1-10.0")
     assert "LossWGAN-GP_D4_RB1" in run_dirs[0] and "pretrained" in run_dirs[0]
@@ -116,12 +124,90 @@ def test_the_readme_example_is_accepted(data, tmp_path):
                    "--l2weight", "0.0", "--depth", "64", "--vggfeatures", "1234", "--batchsize", "4",
                    "--adam_lr", "0.0002", "--lr_scale", "0.0001", "--hr_scale", "0.0001",
                    "--savedmodel", str(tmp_path / "savedmodel")]
-    args = train.build_parser().parse_args(readme_args)
-    train.validate(args)
-    assert (args.depth, args.epochs, args.l1weight, args.losstype) == (64, 120, 200.0, "WGAN-GP")
+    options = train.options_from_args(train.build_parser().parse_args(readme_args))
+    train.validate(options)
+    assert (options.trainer.depth, options.epochs, options.trainer.l1weight, options.trainer.losstype) == \
+        (64, 120, 200.0, "WGAN-GP")
     # the same command on a tiny network for one epoch trains and exports
     assert run_cli(train.main, readme_args + ["--depth", "4", "--nresblocks", "1", "--epochs", "1"]) == 0
     assert os.path.isdir(tmp_path / "savedmodel")
+
+
+def test_the_command_line_maps_onto_the_dataclasses_with_their_defaults(data):
+    parser = train.build_parser()
+    required = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", "ck/"]
+    options = train.options_from_args(parser.parse_args(required))
+    assert options == TrainOptions(lr_patches=[data["lr"]], hr_patches=[data["hr"]], save_ckpt="ck/")
+    # every option lands in a field of its name (--mixed_precision in compute_dtype), and only one
+    option_fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    trainer_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    dests = set(vars(parser.parse_args(required)))
+    assert not option_fields & trainer_fields and dests <= option_fields | trainer_fields
+    args = ["--epochs", "7", "--depth", "8", "--mixed_precision", "bfloat16", "--streaming", "--losstype"]
+    options = train.options_from_args(parser.parse_args(required + args))
+    assert (options.epochs, options.streaming, options.trainer.depth, options.trainer.compute_dtype,
+            options.trainer.losstype) == (7, True, 8, "bfloat16", "WGAN-GP")
+    # the documented defaults show in the help
+    text = " ".join(parser.format_help().split())
+    for default in ("(default: 120)", "(default: 1000.0)", "(default: 1e-05)", "(default: WGAN-GP)",
+                    "(default: 1234)", "(default: float32)"):
+        assert default in text
+
+
+@pytest.fixture(scope="module")
+def python_run(data):
+    """A training run from Python: pathlib paths, one patches image given as a path, no TensorBoard."""
+    out = data["dir"] / "python"
+    out.mkdir()
+    options = TrainOptions(lr_patches=pathlib.Path(data["lr"]), hr_patches=[data["hr"]],
+                           save_ckpt=out / "ckpts", savedmodel=out / "model", epochs=1, batchsize=4, seed=3,
+                           trainer=TrainConfig(depth=4, nresblocks=1, losstype="LSGAN", l1weight=1.0))
+    return options, train.train(options)
+
+
+@pytest.mark.slow
+def test_train_from_python_returns_what_the_run_did(python_run, data):
+    options, result = python_run
+    out = data["dir"] / "python"
+    assert options.lr_patches == [data["lr"]] and options.save_ckpt == str(out / "ckpts")
+    assert result.run.startswith("SR4RS_E1_B4_LR0.001_Gan1.0_L1-1.0_L2-1000.0_LossLSGAN_D4_RB1")
+    assert result.checkpoints == str(out / f"ckpts{result.run}")  # save_ckpt without "/": a prefix
+    assert sorted(os.listdir(result.checkpoints)) == ["checkpoint", "ckpt-0.data-00000-of-00001",
+                                                      "ckpt-0.index"]
+    assert (result.savedmodel, result.logdir) == (str(out / "model"), None)
+    assert (result.epochs_done, result.steps) == (1, 3)  # 12 patches, batch 4
+    assert set(result.losses) == {constants.GEN_LOSS_GAN, constants.GEN_LOSS_VGG, constants.GEN_LOSS_L1,
+                                  constants.GEN_LOSS_L2, constants.DIS_LOSS}
+    assert all(np.isfinite(v) for v in result.losses.values()) and result.losses[constants.GEN_LOSS_L1] > 0
+
+
+@pytest.mark.slow
+def test_train_from_python_exports_the_trained_generator_and_its_options(python_run):
+    options, result = python_run
+    meta = read_metadata(result.savedmodel)
+    assert meta["train_args"] == json.loads(json.dumps(dataclasses.asdict(options)))
+    assert meta["train_args"]["trainer"]["losstype"] == "LSGAN" and meta["steps"] == result.steps
+    signature = tf.saved_model.load(result.savedmodel).signatures[constants.SIGNATURE_KEY]
+    lr = np.random.default_rng(1).uniform(0, 3000, (1, 20, 20, 4)).astype(np.float32)
+    exported = signature(lr_input=tf.constant(lr))[constants.output_name(32)].numpy()
+    expected = result.trainer.generate(tf.constant(lr))[1].numpy()[:, 32:-32, 32:-32]
+    np.testing.assert_allclose(exported, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"trainer": TrainConfig(losstype="GAN")}, "losstype 'GAN' is not one of WGAN-GP, LSGAN"),
+    ({"trainer": TrainConfig(compute_dtype="float64")}, "compute_dtype 'float64' is not one of float32"),
+    ({"vggfeatures": "vgg99"}, "vggfeatures 'vgg99' is not one of 1234"),
+    ({"trainer": TrainConfig(adam_lr=np.float32(1e-3))}, "go to the SavedModel's sr4rs.json"),
+    ({"epochs": 0}, "--epochs must be > 0 (got 0)"),
+])
+def test_python_callers_get_the_checks_of_the_command_line(data, tmp_path, change, message):
+    options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=str(tmp_path / "ck"),
+                           **change)
+    with pytest.raises(SR4RSError) as err:
+        train.train(options)
+    assert message in str(err.value)
+    assert os.listdir(tmp_path) == []
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exports_nothing(data, tmp_path, monkeypatch):
@@ -129,7 +215,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exports_nothing(data, tmp_path, monkeypat
         if step == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.TensorBoard, "scalars", interrupt)
+    monkeypatch.setattr(board.TensorBoard, "scalars", interrupt)
     args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
             "--savedmodel", str(tmp_path / "model"), "--pretrain", *TINY]
     assert run_cli(train.main, args) == 130
@@ -155,25 +241,11 @@ def test_refusals_are_one_line_and_leave_no_checkpoint(data, tmp_path, capsys, e
     assert not os.path.exists(tmp_path / "ck")
 
 
-@needs_original
-def test_an_original_tf1_checkpoint_loads_into_the_networks(tmp_path_factory):
-    savedmodel = cached(tmp_path_factory, "original_4b", lambda p: original_model(p, nbands=4))
-    trainer = train.Trainer(train.TrainConfig(nbands=4, depth=4, nresblocks=1))
-    checkpoints = train.Checkpoints(trainer, str(tmp_path_factory.mktemp("unused")), "run", {})
-    checkpoints.restore(savedmodel + "_work/ck")
-    lr = np.random.default_rng(0).integers(0, 3000, (1, 40, 40, 4)).astype(np.int16)
-    original = tf.saved_model.load(savedmodel).signatures[constants.SIGNATURE_KEY]
-    expected = original(**{"lr_input:0": tf.constant(lr)})["output_32:0"].numpy()
-    ours = trainer.generate(tf.constant(lr))[1].numpy()[:, 32:-32, 32:-32]
-    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
-
-
 @pytest.mark.slow
 def test_residual_linear_starts_from_the_least_squares_fit(data, tmp_path):
     patches = {k: str(tmp_path / f"{k}16.tif") for k in ("lr", "hr")}
-    scene = data["dir"] / "scene"
-    assert extract_patches.main(["--lr", str(scene / "demo_lr_10m.tif"), "--hr",
-                                 str(scene / "demo_hr_2.5m.tif"), "--lr_patchsize", "16", "--step", "4",
+    assert extract_patches.main(["--lr", data["scene"][0], "--hr", data["scene"][1], "--lr_patchsize", "16",
+                                 "--step", "4",
                                  "--out_lr", patches["lr"], "--out_hr", patches["hr"], "--quiet"]) == 0
     args = ["--lr_patches", patches["lr"], "--hr_patches", patches["hr"], "--residual", "linear",
             "--save_ckpt", str(tmp_path / "ck") + "/", "--logdir", str(tmp_path / "logs"),
@@ -202,26 +274,19 @@ def test_bfloat16_training_exports_a_float32_savedmodel(data, tmp_path, caplog):
         assert run_cli(train.main, args) == 0
     assert "Compute dtype        : bfloat16 (mixed precision)" in caplog.text
     assert "_MixedPrecision-bfloat16" in os.listdir(tmp_path / "logs")[0]
-    assert read_metadata(str(tmp_path / "model"))["train_args"]["mixed_precision"] == "bfloat16"
+    assert read_metadata(str(tmp_path / "model"))["train_args"]["trainer"]["compute_dtype"] == "bfloat16"
     signature = tf.saved_model.load(str(tmp_path / "model")).signatures[constants.SIGNATURE_KEY]
     assert signature.structured_input_signature[1][constants.LR_INPUT_NAME].dtype == tf.float32
     lr = np.random.default_rng(0).uniform(0, 3000, (1, 20, 20, 4)).astype(np.float32)
     exported = signature(lr_input=tf.constant(lr))[constants.output_name(32)]
     assert exported.dtype == tf.float32
     # the same weights in a float32 trainer give the same output: the export runs in float32
-    trainer = train.Trainer(train.TrainConfig(nbands=4, depth=4, nresblocks=1))
-    train.Checkpoints(trainer, str(tmp_path / "unused"), "run", {}).restore(str(tmp_path / "ck"))
+    trainer = Trainer(TrainConfig(depth=4, nresblocks=1), 4)
+    Checkpoints(trainer, str(tmp_path / "unused"), "run").restore(str(tmp_path / "ck"))
     expected = trainer.generate(tf.constant(lr))[1].numpy()[:, 32:-32, 32:-32]
     np.testing.assert_allclose(exported.numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     bf16 = trainer.generator(tf.constant(1e-4 * lr, tf.bfloat16))[1].numpy().astype(np.float32) / 1e-4
     assert np.abs(bf16[:, 32:-32, 32:-32] - expected).max() > 1e-3 * np.abs(expected).max()  # not bfloat16
-
-
-def test_float16_refuses_to_resume_a_float32_checkpoint(first_run, data, tmp_path, capsys):
-    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
-            "--load_ckpt", str(first_run / "ckpts"), "--mixed_precision", "float16", *TINY]
-    assert run_cli(train.main, args) == 2
-    assert "a float32 or bfloat16 run (no float16 loss scale in it)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -232,58 +297,18 @@ def test_a_diverging_training_stops_with_a_message(data, tmp_path, capsys):
     assert "diverged (non-finite losses for 10 steps" in capsys.readouterr().err
 
 
-def test_a_large_preview_is_cropped_around_its_centre_with_a_warning(tmp_path, caplog):
-    image = np.arange(400 * 300 * 2, dtype=np.int16).reshape(400, 300, 2)
-    path = write_raster(str(tmp_path / "preview.tif"), image)
-    preview = train.read_preview(path, nbands=2, depth=64)  # 128 x 128 LR pixels at most at depth 64
-    assert preview.shape == (1, 128, 128, 2) and preview.dtype == np.float32
-    np.testing.assert_array_equal(preview[0], image[136:264, 86:214])
-    assert "too large for depth 64" in caplog.text
-    assert train.read_preview(path, nbands=2, depth=4).shape == (1, 400, 300, 2)  # small depth: whole image
-
-
-def test_runs_sharing_save_ckpt_keep_their_own_folders_and_the_newest_resumes(tmp_path):
-    older, newer = tmp_path / "SR4RS_a", tmp_path / "SR4RS_b"
-    for folder in (older, newer):
-        folder.mkdir()
-        tf.train.Checkpoint(v=tf.Variable(1.0)).write(str(folder / "ckpt-1"))
-        (folder / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
-    os.utime(str(older / "ckpt-1.index"), (1, 1))
-    assert train.checkpoint_location(str(tmp_path) + "/", "SR4RS_c") == str(tmp_path / "SR4RS_c")
-    assert train.checkpoint_location(str(tmp_path / "exp1_"), "SR4RS_c") == str(tmp_path / "exp1_SR4RS_c")
-    assert train.find_checkpoint(str(tmp_path)) == str(newer / "ckpt-1")
-    assert train.find_checkpoint(str(older)) == str(older / "ckpt-1")
-
-
-def test_resuming_with_other_settings_is_refused(first_run, data, capsys):
-    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--residual", "bicubic",
-            "--save_ckpt", str(first_run / "ckpts") + "/", "--load_ckpt", str(first_run / "ckpts"), *TINY]
-    assert run_cli(train.main, args) == 2
-    assert "resume with the settings of the checkpoint (--residual None in the checkpoint, bicubic here)" \
-        in capsys.readouterr().err
-
-
-@needs_original
-def test_an_original_checkpoint_with_residual_is_refused(tmp_path_factory):
-    savedmodel = cached(tmp_path_factory, "original_4b", lambda p: original_model(p, nbands=4))
-    trainer = train.Trainer(train.TrainConfig(nbands=4, depth=4, nresblocks=1, residual="linear"))
-    checkpoints = train.Checkpoints(trainer, str(tmp_path_factory.mktemp("unused")), "run", {})
-    with pytest.raises(train.SR4RSError, match="has no residual skip"):
-        checkpoints.restore(savedmodel + "_work/ck")
-
-
 def test_a_patches_file_broken_while_streaming_stops_with_one_line(data, tmp_path, capsys, monkeypatch):
     lr, hr = str(tmp_path / "lr.tif"), str(tmp_path / "hr.tif")
     tf.io.gfile.copy(data["lr"], lr)
     tf.io.gfile.copy(data["hr"], hr)
-    board_init = train.TensorBoard.__init__
+    board_init = board.TensorBoard.__init__
 
     def truncate_then_init(self, *args):  # the file breaks after the checks, once training starts
         with open(hr, "r+b") as f:
             f.truncate(2000)
         board_init(self, *args)
 
-    monkeypatch.setattr(train.TensorBoard, "__init__", truncate_then_init)
+    monkeypatch.setattr(board.TensorBoard, "__init__", truncate_then_init)
     args = ["--lr_patches", lr, "--hr_patches", hr, "--streaming", "--save_ckpt", str(tmp_path / "ck") + "/",
             *TINY]
     assert run_cli(train.main, args) == 2

@@ -14,7 +14,8 @@ import losses
 from trainer import LOSS_SCALE, Adam, TrainConfig, Trainer
 from vgg import VGG19Features, load_vgg19_weights
 
-TINY = {"nbands": 3, "depth": 4, "nresblocks": 1}
+TINY = {"depth": 4, "nresblocks": 1}
+NBANDS = 3
 
 
 def batch(seed=0, n=4, size=8, bands=3):
@@ -50,7 +51,7 @@ def changed(before, module):
 
 def test_pretraining_lowers_the_content_loss_and_leaves_the_discriminator():
     tf.random.set_seed(0)
-    trainer = Trainer(TrainConfig(**TINY, adam_lr=1e-3))
+    trainer = Trainer(TrainConfig(**TINY, adam_lr=1e-3), NBANDS)
     dis_before = snapshot(trainer.discriminator)
     data = batch()
     first = trainer.pretrain_step(data)
@@ -67,7 +68,7 @@ def test_gan_step_updates_both_networks_with_finite_losses(losstype, tmp_path):
     tf.random.set_seed(0)
     features = VGG19Features(load_vgg19_weights(write_random_vgg19(str(tmp_path / "v.npy")), "1234"), "1234")
     config = TrainConfig(**TINY, losstype=losstype, l1weight=1.0, vggweight=1e-3)
-    trainer = Trainer(config, vgg_features=features)
+    trainer = Trainer(config, NBANDS, vgg_features=features)
     gen_before, dis_before = snapshot(trainer.generator), snapshot(trainer.discriminator)
     values = trainer.train_step(batch())
     assert set(values) == {constants.GEN_LOSS_GAN, constants.GEN_LOSS_VGG, constants.GEN_LOSS_L1,
@@ -83,12 +84,12 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     sys.path.insert(0, "tests")
-    from test_trainer import TINY, batch
+    from test_trainer import NBANDS, TINY, batch
     from trainer import TrainConfig, Trainer
 
     def run(strategy):
         tf.random.set_seed(7)
-        trainer = Trainer(TrainConfig(**TINY), strategy)
+        trainer = Trainer(TrainConfig(**TINY), NBANDS, strategy)
         data = tf.data.Dataset.from_tensor_slices(batch(n=8)).batch(4)
         if strategy is not None:
             data = strategy.experimental_distribute_dataset(data)
@@ -143,7 +144,7 @@ def float32_state(trainer):
 @pytest.mark.parametrize("losstype", ["WGAN-GP", "LSGAN"])
 def test_mixed_precision_gan_step_computes_in_the_dtype_with_float32_state(dtype, losstype):
     tf.random.set_seed(0)
-    trainer = Trainer(TrainConfig(**TINY, losstype=losstype, compute_dtype=dtype.name))
+    trainer = Trainer(TrainConfig(**TINY, losstype=losstype, compute_dtype=dtype.name), NBANDS)
     if trainer.loss_scale is not None:
         trainer.loss_scale.scale.assign(1.0)  # no overflow on this batch: every step applies
     data = batch()
@@ -161,7 +162,7 @@ def test_mixed_precision_gan_step_computes_in_the_dtype_with_float32_state(dtype
 @pytest.mark.slow
 def test_float16_loss_scale_skips_non_finite_steps_halves_and_grows(tmp_path):
     tf.random.set_seed(0)
-    trainer = Trainer(TrainConfig(**TINY, compute_dtype="float16", loss_scale_interval=2))
+    trainer = Trainer(TrainConfig(**TINY, compute_dtype="float16", loss_scale_interval=2), NBANDS)
     scale = trainer.loss_scale
     assert float(scale.scale) == 2.0 ** 15
     data = batch()
@@ -179,10 +180,11 @@ def test_float16_loss_scale_skips_non_finite_steps_halves_and_grows(tmp_path):
     assert (float(scale.scale), int(scale.finite_steps)) == (1.0, 1)
     trainer.pretrain_step(data)  # the second finite step in a row doubles the scale
     assert (float(scale.scale), int(scale.finite_steps)) == (2.0, 0)
-    # the scale is checkpointed with the trainer
-    path = tf.train.Checkpoint(trainer=trainer).save(str(tmp_path / "ck"))
-    restored = Trainer(TrainConfig(**TINY, compute_dtype="float16"))
-    tf.train.Checkpoint(trainer=restored).restore(path).assert_existing_objects_matched()
+    # the scale is part of what a checkpoint holds
+    assert trainer.checkpointed()[LOSS_SCALE] is scale
+    path = tf.train.Checkpoint(trainer=trainer.checkpointed()).save(str(tmp_path / "ck"))
+    restored = Trainer(TrainConfig(**TINY, compute_dtype="float16"), NBANDS)
+    tf.train.Checkpoint(trainer=restored.checkpointed()).restore(path).assert_existing_objects_matched()
     assert float(restored.loss_scale.scale) == 2.0
 
 
@@ -192,7 +194,7 @@ def test_reduced_precision_pretraining_follows_float32():
     curves = {}
     for dtype in ("float32", "float16", "bfloat16"):
         tf.random.set_seed(0)
-        trainer = Trainer(TrainConfig(**TINY, compute_dtype=dtype))
+        trainer = Trainer(TrainConfig(**TINY, compute_dtype=dtype), NBANDS)
         if trainer.loss_scale is not None:
             trainer.loss_scale.scale.assign(1.0)
         curves[dtype] = [float(trainer.pretrain_step(data)[constants.GEN_LOSS_L2]) for _ in range(4)]
@@ -206,7 +208,7 @@ def test_reduced_precision_pretraining_follows_float32():
 def test_gradient_penalty_in_reduced_precision_matches_float32(dtype):
     def penalty(compute_dtype):
         tf.random.set_seed(0)
-        trainer = Trainer(TrainConfig(**TINY, compute_dtype=compute_dtype))
+        trainer = Trainer(TrainConfig(**TINY, compute_dtype=compute_dtype), NBANDS)
         lr, real = trainer._inputs(batch())
         fake = {f: tf.cast(x, tf.float32) for f, x in trainer.generator(lr).items()}  # float32 fakes
         tf.random.set_seed(1)  # the same alpha
@@ -224,4 +226,4 @@ def test_gradient_penalty_in_reduced_precision_matches_float32(dtype):
 
 def test_unknown_compute_dtype_is_refused():
     with pytest.raises(ValueError, match="unknown compute dtype float64"):
-        Trainer(TrainConfig(**TINY, compute_dtype="float64"))
+        Trainer(TrainConfig(**TINY, compute_dtype="float64"), NBANDS)

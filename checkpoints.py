@@ -1,0 +1,146 @@
+"""Checkpoints of a training run: the whole training state saved at each epoch's end in the run's own
+folder, resuming (refused when a setting that shapes the model differs), and loading the weights of an
+original SR4RS (TF1) checkpoint.
+
+A checkpoint holds the trainer's state (`Trainer.checkpointed`: networks, optimisers, float16 loss
+scale) under `trainer/`, and the run's epoch, step, name and settings.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from errors import SR4RSError
+from logs import get_logger
+from trainer import LOSS_SCALE, Trainer
+
+logger = get_logger("checkpoints")
+
+TRAINER = "trainer"
+# The trainer settings (TrainConfig fields) a resumed run must share with its checkpoint.
+RESUME_SETTINGS = ("residual", "lr_scale", "hr_scale")
+MAX_TO_KEEP = 5
+
+
+def checkpoint_location(save_ckpt: str, name: str) -> str:
+    """The run's own checkpoint folder: save_ckpt/<run name>/ (or directory/<prefix><run name>/), so
+    that the runs sharing save_ckpt never delete each other's checkpoints."""
+    if save_ckpt.endswith(os.sep) or os.path.isdir(save_ckpt):
+        return os.path.join(save_ckpt, name)
+    return os.path.join(os.path.dirname(save_ckpt) or ".", os.path.basename(save_ckpt) + name)
+
+
+def check_checkpoint(path: str) -> None:
+    """Refuse a checkpoint path that is neither a directory nor a checkpoint prefix."""
+    if not (os.path.isdir(path) or os.path.exists(path + ".index")):
+        raise SR4RSError(f"{path}: no such checkpoint (give a checkpoint prefix or a directory)")
+
+
+def find_checkpoint(path: str) -> str:
+    """A checkpoint prefix: the prefix itself, or the newest checkpoint of a folder or of its run
+    sub-folders."""
+    if not os.path.isdir(path):
+        return path
+    folders = [path] + [os.path.join(path, d) for d in sorted(os.listdir(path))]
+    found = [c for c in (tf.train.latest_checkpoint(f) for f in folders if os.path.isdir(f)) if c]
+    if not found:
+        raise SR4RSError(f"{path}: no checkpoint in this directory or its sub-directories")
+    return max(found, key=lambda c: os.path.getmtime(c + ".index"))
+
+
+class Checkpoints:
+    """Per-epoch checkpoints of a run (trainer state, epoch, step, run name, settings), the last
+    MAX_TO_KEEP kept.
+
+    Args:
+        trainer: the trainer to save and restore.
+        save_ckpt: the checkpoints directory (ending with a separator), or directory/prefix.
+        name: the run name (a resumed run takes its checkpoint's).
+    """
+
+    def __init__(self, trainer: Trainer, save_ckpt: str, name: str):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.trainer = trainer
+        self.save_ckpt = save_ckpt
+        self._run = tf.Variable(name, dtype=tf.string, trainable=False)
+        self._settings = tf.Variable(json.dumps(self._current_settings(), sort_keys=True), dtype=tf.string,
+                                     trainable=False)
+        self._state = trainer.checkpointed()
+        self._checkpoint = tf.train.Checkpoint(**{TRAINER: self._state}, epoch=self.epoch, step=self.step,
+                                               run=self._run, settings=self._settings)
+        self._manager: tf.train.CheckpointManager | None = None
+
+    @property
+    def name(self) -> str:
+        """The run name."""
+        return self._run.numpy().decode()
+
+    @property
+    def directory(self) -> str:
+        """The run's checkpoint folder."""
+        return checkpoint_location(self.save_ckpt, self.name)
+
+    def _current_settings(self) -> dict[str, object]:
+        return {key: getattr(self.trainer.config, key) for key in RESUME_SETTINGS}
+
+    def restore(self, path: str) -> None:
+        """Resume from a checkpoint of this project, or load the weights of an original SR4RS one.
+
+        Args:
+            path: a checkpoint prefix, or a directory (its newest checkpoint, run sub-folders included).
+        """
+        path = find_checkpoint(path)
+        try:
+            names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+        except (tf.errors.OpError, ValueError) as err:
+            raise SR4RSError(f"{path}: not a readable checkpoint ({err})") from None
+        if "_CHECKPOINTABLE_OBJECT_GRAPH" not in names:
+            self._load_original(path, names)
+            return
+        if LOSS_SCALE in self._state and not any(n.startswith(f"{TRAINER}/{LOSS_SCALE}/") for n in names):
+            raise SR4RSError(f"{path}: a float32 or bfloat16 run (no float16 loss scale in it): resume "
+                             "it without --mixed_precision or with --mixed_precision bfloat16")
+        try:
+            self._checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as err:
+            raise SR4RSError(f"{path}: the checkpoint does not match this network (same bands, "
+                             f"--depth and --nresblocks?): {str(err).splitlines()[0]}") from None
+        saved, wanted = json.loads(self._settings.numpy()), self._current_settings()
+        differ = [f"--{k} {saved.get(k)} in the checkpoint, {wanted[k]} here" for k in wanted
+                  if saved.get(k) != wanted[k]]
+        if differ:
+            raise SR4RSError(f"{path}: resume with the settings of the checkpoint ({'; '.join(differ)})")
+        logger.info("Resumed from %s: epoch %s, step %s", path, int(self.epoch), int(self.step))
+
+    def _load_original(self, path: str, names: dict) -> None:
+        """Assign the variables of an original (TF1) SR4RS checkpoint by name; optimisers start anew."""
+        if self.trainer.config.residual:
+            raise SR4RSError(f"{path}: an original SR4RS checkpoint has no residual skip: load it without "
+                             "--residual")
+        reader = tf.train.load_checkpoint(path)
+        for var in self.trainer.generator.variables + self.trainer.discriminator.variables:
+            name = var.name.split(":")[0]
+            if name not in names:
+                raise SR4RSError(f"{path}: variable {name} is missing (not an SR4RS checkpoint, or another "
+                                 "network size)")
+            value = reader.get_tensor(name)
+            if tuple(value.shape) != tuple(var.shape):
+                raise SR4RSError(f"{path}: {name} has shape {value.shape}, the network expects {var.shape} "
+                                 "(check --depth, --nresblocks and the band count)")
+            var.assign(value)
+        logger.info("Loaded the weights of the original SR4RS checkpoint %s", path)
+
+    def save(self, number: int) -> str:
+        """Write checkpoint `number` in the run's folder (created at the first save); its prefix.
+
+        Args:
+            number: the checkpoint number (ckpt-<number>).
+        """
+        if self._manager is None:
+            os.makedirs(self.directory, exist_ok=True)
+            self._manager = tf.train.CheckpointManager(self._checkpoint, self.directory,
+                                                       max_to_keep=MAX_TO_KEEP)
+        return self._manager.save(checkpoint_number=number)
