@@ -122,7 +122,6 @@ def test_runs_sharing_save_ckpt_keep_their_own_folders_and_the_newest_resumes(tm
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 @needs_original
 def test_an_original_tf1_checkpoint_loads_into_the_networks(tmp_path_factory):
     savedmodel = cached(tmp_path_factory, "original_4b", lambda p: original_model(p, nbands=4))
@@ -135,7 +134,6 @@ def test_an_original_tf1_checkpoint_loads_into_the_networks(tmp_path_factory):
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 @needs_original
 def test_an_original_checkpoint_with_residual_is_refused(tmp_path_factory):
