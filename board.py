@@ -70,6 +70,13 @@ class TensorBoard:
                     tf.summary.image(key, nice_preview(image))
             self.writer.flush()
 
+    def picture(self, tag: str, rgb: np.ndarray, step: int) -> None:
+        """Log an 8-bit RGB image [1, H, W, 3] as it is (no stretch)."""
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                tf.summary.image(tag, rgb)
+            self.writer.flush()
+
     def bicubic_preview(self, preview: np.ndarray, step: int) -> None:
         """Log the bicubic upsampling of the preview (once, to compare with the generator's)."""
         size = [constants.SCALE * preview.shape[1], constants.SCALE * preview.shape[2]]

@@ -22,6 +22,7 @@ TRAINER = "trainer"
 # The trainer settings (TrainConfig fields) a resumed run must share with its checkpoint.
 RESUME_SETTINGS = ("residual", "lr_scale", "hr_scale")
 MAX_TO_KEEP = 5
+BEST_DIR = "best"  # the run's best checkpoint by validation PSNR, in this sub-folder of its folder
 
 
 def checkpoint_location(save_ckpt: str, name: str) -> str:
@@ -43,7 +44,7 @@ def find_checkpoint(path: str) -> str:
     sub-folders."""
     if not os.path.isdir(path):
         return path
-    folders = [path] + [os.path.join(path, d) for d in sorted(os.listdir(path))]
+    folders = [path] + [os.path.join(path, d) for d in sorted(os.listdir(path)) if d != BEST_DIR]
     found = [c for c in (tf.train.latest_checkpoint(f) for f in folders if os.path.isdir(f)) if c]
     if not found:
         raise SR4RSError(f"{path}: no checkpoint in this directory or its sub-directories")
@@ -51,8 +52,8 @@ def find_checkpoint(path: str) -> str:
 
 
 class Checkpoints:
-    """Per-epoch checkpoints of a run (trainer state, epoch, step, run name, settings), the last
-    MAX_TO_KEEP kept.
+    """Per-epoch checkpoints of a run (trainer state, epoch, step, run name, settings, validation
+    scores), the last MAX_TO_KEEP kept, and the best one by validation PSNR in BEST_DIR.
 
     Args:
         trainer: the trainer to save and restore.
@@ -65,13 +66,18 @@ class Checkpoints:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.trainer = trainer
         self.save_ckpt = save_ckpt
+        # the latest validation scores and the best ones (JSON; "{}" without validation)
+        self.validation = tf.Variable("{}", dtype=tf.string, trainable=False)
+        self.best = tf.Variable("{}", dtype=tf.string, trainable=False)
         self._run = tf.Variable(name, dtype=tf.string, trainable=False)
         self._settings = tf.Variable(json.dumps(self._current_settings(), sort_keys=True), dtype=tf.string,
                                      trainable=False)
         self._state = trainer.checkpointed()
         self._checkpoint = tf.train.Checkpoint(**{TRAINER: self._state}, epoch=self.epoch, step=self.step,
-                                               run=self._run, settings=self._settings)
+                                               run=self._run, settings=self._settings,
+                                               validation=self.validation, best=self.best)
         self._manager: tf.train.CheckpointManager | None = None
+        self._best_manager: tf.train.CheckpointManager | None = None
 
     @property
     def name(self) -> str:
@@ -144,3 +150,18 @@ class Checkpoints:
             self._manager = tf.train.CheckpointManager(self._checkpoint, self.directory,
                                                        max_to_keep=MAX_TO_KEEP)
         return self._manager.save(checkpoint_number=number)
+
+    def save_best(self) -> str:
+        """Write the current state as the run's best checkpoint (BEST_DIR, replacing the previous one);
+        its prefix."""
+        if self._best_manager is None:
+            folder = os.path.join(self.directory, BEST_DIR)
+            self._best_manager = tf.train.CheckpointManager(self._checkpoint, folder, max_to_keep=1)
+        return self._best_manager.save(checkpoint_number=int(self.epoch))
+
+    def restore_best(self) -> str | None:
+        """Go back to the run's best checkpoint, if there is one; its prefix (None: nothing done)."""
+        best = tf.train.latest_checkpoint(os.path.join(self.directory, BEST_DIR))
+        if best is not None:
+            self._checkpoint.restore(best).assert_existing_objects_matched()
+        return best

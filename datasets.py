@@ -158,6 +158,7 @@ class PatchesDataset:
 
     Attributes:
         n_patches: number of patch pairs.
+        file_counts: number of patch pairs of each file pair, in order.
         nbands: bands per patch (same in LR and HR).
         lr_patch_size: LR patch size s (HR patches are 4s).
         hr_patch_size: HR patch size.
@@ -196,7 +197,8 @@ class PatchesDataset:
                 raise SR4RSError(f"{lr.path}: {lr.nbands} bands, but {first.path} has {first.nbands}")
             if hr.nbands != lr.nbands:
                 raise SR4RSError(f"{hr.path}: {hr.nbands} bands, but its LR pair {lr.path} has {lr.nbands}")
-        self.n_patches = sum(f.n for f in self._lr)
+        self.file_counts = [f.n for f in self._lr]
+        self.n_patches = sum(self.file_counts)
         self.nbands = first.nbands
         self.lr_patch_size = first.size
         self.hr_patch_size = SCALE * first.size

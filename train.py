@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -21,14 +22,16 @@ from tqdm import tqdm
 from board import TensorBoard, read_preview
 from checkpoints import Checkpoints, check_checkpoint
 from cli import run_cli
+from constants import SCALE
 from datasets import PatchesDataset
 from errors import SR4RSError
 from export import check_new_savedmodel_path, export_savedmodel
 from logs import get_logger, setup_logging
 from losses import LOSS_TYPES
-from network import RESIDUALS, SKIP_RADIUS
+from network import RESIDUALS, SKIP_RADIUS, upsample_bicubic
 from skip_fit import fit_linear_skips
 from trainer import COMPUTE_DTYPES, TrainConfig, Trainer
+from validation import Validator, split_by_position
 from vgg import FEATURES, VGG19Features, load_vgg19_weights
 
 logger = get_logger("train")
@@ -41,6 +44,9 @@ LEARNING_RATE = "learning_rate"
 # Training stops when the losses stay non-finite this many steps in a row (float16 may skip a few).
 DIVERGED_STEPS = 10
 PATH_FIELDS = ("save_ckpt", "preview", "logdir", "load_ckpt", "savedmodel", "vggfile")
+PATCHES_FIELDS = ("lr_patches", "hr_patches", "valid_lr_patches", "valid_hr_patches")
+EXPORTS = ("best", "last")
+VALID = "valid/"  # TensorBoard tag prefix of the validation scores
 
 
 @dataclasses.dataclass
@@ -64,6 +70,15 @@ class TrainOptions:
         streaming: read the patches from disk on the fly instead of loading them.
         pretrain: first train `epochs` epochs with the L1/L2 losses only, then the GAN.
         seed: random seed of the weights and the shuffling.
+        augment: turn each training pair by one of the 8 flips/quarter-turns, drawn at random.
+        valid_lr_patches: LR patches images of validation pairs (from another area than the training).
+        valid_hr_patches: their HR patches images.
+        valid_split: instead, hold out this share of the training pairs for validation, by position
+            (validation.split_by_position); 0: none.
+        valid_step: also validate every this many steps (0: at each epoch's end only).
+        export: the SavedModel's weights: "best" (the checkpoint with the best validation PSNR; the last
+            ones without validation data) or "last".
+        early_stop: stop a phase after this many epochs without a better validation PSNR (0: never).
         trainer: the network, scaling, optimiser and loss settings.
     """
 
@@ -82,12 +97,21 @@ class TrainOptions:
     streaming: bool = False
     pretrain: bool = False
     seed: int | None = None
+    augment: bool = False
+    valid_lr_patches: list[str] | None = None
+    valid_hr_patches: list[str] | None = None
+    valid_split: float = 0.0
+    valid_step: int = 0
+    export: str = "best"
+    early_stop: int = 0
     trainer: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         """Accept one patches image for a list of one, and path-like objects (kept as str)."""
-        for name in ("lr_patches", "hr_patches"):
+        for name in PATCHES_FIELDS:
             paths = getattr(self, name)
+            if paths is None:
+                continue
             paths = [paths] if isinstance(paths, str | os.PathLike) else paths
             setattr(self, name, [os.fspath(p) for p in paths])
         for name in PATH_FIELDS:
@@ -107,6 +131,8 @@ class TrainResult:
         epochs_done: epochs done in all, pre-training epochs included.
         steps: steps done in all, those before resuming included.
         losses: the losses of the last step of this call (empty when no epoch was left).
+        validation: the validation scores of the exported (or, without savedmodel, the last) weights
+            (validation.Validator.evaluate's keys, plus epoch and step); empty without validation.
         trainer: the trained networks (`trainer.generate(lr)` super-resolves a raw LR image).
     """
 
@@ -117,6 +143,7 @@ class TrainResult:
     epochs_done: int
     steps: int
     losses: dict[str, float]
+    validation: dict[str, object]
     trainer: Trainer = dataclasses.field(repr=False)
 
 
@@ -153,6 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
                                        "original SR4RS (TF1) checkpoint loads the network weights only")
     g.add_argument("--savedmodel", help="SavedModel exported at the end (must not exist yet)")
     g.add_argument("--vggfile", help="vgg19.npy weights for the perceptual loss")
+    g = p.add_argument_group("validation (not in the original): SR vs bicubic on pairs not trained on")
+    g.add_argument("--valid_lr_patches", nargs="+", help="LR patches images of validation pairs, from "
+                                                          "another area than the training patches")
+    g.add_argument("--valid_hr_patches", nargs="+", help="their HR patches images")
+    g.add_argument("--valid_split", type=float, metavar="FRACTION",
+                   help="or hold out this share of the training pairs, by position (a strip at the end of "
+                        "each patches image's area; with extract_patches.py's centres file, overlapping "
+                        "neighbours are left out)")
+    g.add_argument("--valid_step", type=int, help="also validate every this many steps (0: at each "
+                                                  "epoch's end only)")
+    g.add_argument("--export", choices=EXPORTS,
+                   help="weights of the SavedModel: best = the checkpoint with the best validation PSNR "
+                        "(the last one without validation data), last = the last one")
+    g.add_argument("--early_stop", type=int, metavar="N",
+                   help="stop a phase after N epochs without a better validation PSNR (0: never)")
     g = p.add_argument_group("images scaling")
     g.add_argument("--lr_scale", type=float,
                    help="LR values are multiplied by this (aim for [0, 1]; 1e-4 for 12-bit sensors)")
@@ -189,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "variables, losses and gradients stay float32 and the SavedModel is float32. "
                         "bfloat16: NVIDIA Ampere or newer; float16: Volta or newer, with dynamic loss "
                         "scaling (see README)")
+    g.add_argument("--augment", action="store_true",
+                   help="not in the original: turn each training pair by one of the 8 flips/quarter-turns "
+                        "(the same for LR and HR), drawn at random")
     g.add_argument("--seed", type=int, help="random seed (weights, shuffling) for reproducible runs")
     p.set_defaults(**DEFAULTS)  # the dataclasses' defaults
     return p
@@ -228,6 +273,12 @@ def validate(options: TrainOptions) -> None:
             raise SR4RSError(f"{name} {value!r} is not one of {', '.join(map(str, allowed))}")
     if not 0 <= cfg.adam_b1 < 1:
         raise SR4RSError(f"--adam_b1 must be in [0, 1) (got {cfg.adam_b1})")
+    validating = check_validation_options(options)
+    if options.export not in EXPORTS:
+        raise SR4RSError(f"export {options.export!r} is not one of {', '.join(EXPORTS)}")
+    if not validating and (options.valid_step or options.early_stop):
+        raise SR4RSError("--valid_step and --early_stop need validation data (--valid_split, or "
+                         "--valid_lr_patches and --valid_hr_patches)")
     if options.pretrain and cfg.l1weight == 0 and cfg.l2weight == 0:
         raise SR4RSError("--pretrain needs --l1weight or --l2weight > 0 (pre-training uses only them)")
     try:
@@ -241,6 +292,21 @@ def validate(options: TrainOptions) -> None:
         raise SR4RSError(f"{options.preview}: no such preview image")
     if options.load_ckpt:
         check_checkpoint(options.load_ckpt)
+
+
+def check_validation_options(options: TrainOptions) -> bool:
+    """Refuse inconsistent validation options; whether the run validates."""
+    if not 0 <= options.valid_split < 1:
+        raise SR4RSError(f"--valid_split must be in [0, 1) (got {options.valid_split})")
+    for name in ("valid_step", "early_stop"):
+        if getattr(options, name) < 0:
+            raise SR4RSError(f"--{name} must be >= 0 (got {getattr(options, name)})")
+    given = options.valid_lr_patches is not None, options.valid_hr_patches is not None
+    if given[0] != given[1]:
+        raise SR4RSError("--valid_lr_patches and --valid_hr_patches go together")
+    if given[0] and options.valid_split:
+        raise SR4RSError("--valid_split holds out training pairs: give it or --valid_lr/hr_patches, not both")
+    return given[0] or options.valid_split > 0
 
 
 def run_name(options: TrainOptions, now: datetime.datetime) -> str:
@@ -277,7 +343,12 @@ def log_summary(options: TrainOptions) -> None:
              ("Pre-training", "yes" if options.pretrain else "no"),
              ("Residual skip", cfg.residual or "none (original network)"),
              ("Compute dtype", f"{cfg.compute_dtype} (mixed precision)" if mixed else cfg.compute_dtype),
-             ("Patches reading", "streaming" if options.streaming else "in memory")]
+             ("Patches reading", "streaming" if options.streaming else "in memory"),
+             ("Augmentation", "8 flips/quarter-turns" if options.augment else "none")]
+    if options.valid_split:
+        rows.append(("Validation", f"{options.valid_split:.0%} of the pairs held out by position"))
+    elif options.valid_lr_patches:
+        rows.append(("Validation", ", ".join(options.valid_lr_patches)))
     logger.info("************ Parameters summary ************")
     for label, value in rows:
         logger.info("%-21s: %s", label, value)
@@ -328,9 +399,44 @@ def read_patches(options: TrainOptions, replicas: int, vgg: bool) -> PatchesData
     return patches
 
 
+def read_validation(options: TrainOptions, patches: PatchesDataset
+                    ) -> tuple[np.ndarray | None, Validator | None]:
+    """The validation pairs, held out of the training patches or read from their own patches images.
+
+    Args:
+        options: the run.
+        patches: the training patches.
+
+    Returns:
+        (the indices of the patches to train on (None: all), the validator (None: no validation)).
+    """
+    train_indices = None
+    if options.valid_split:
+        split = split_by_position(options.lr_patches, patches.file_counts, patches.lr_patch_size,
+                                  options.valid_split)
+        if len(split.train) < options.batchsize:
+            raise SR4RSError(f"--valid_split {options.valid_split} leaves {len(split.train)} training pairs, "
+                             f"fewer than --batchsize {options.batchsize}")
+        logger.info("Validation: %s pairs held out by position, %s for training, %s left out of both (they "
+                    "overlap validation pairs)", len(split.valid), len(split.train), split.dropped)
+        lr, hr = patches.read(split.valid)
+        train_indices = split.train
+    elif options.valid_lr_patches:
+        valid = PatchesDataset(options.valid_lr_patches, options.valid_hr_patches, streaming=True)
+        if valid.nbands != patches.nbands:
+            raise SR4RSError(f"{options.valid_lr_patches[0]}: validation patches with {valid.nbands} "
+                             f"band(s), the training patches have {patches.nbands}")
+        lr, hr = valid.read(np.arange(valid.n_patches))
+    else:
+        return None, None
+    return train_indices, Validator(lr, hr, lambda x: upsample_bicubic(tf.constant(x), SCALE).numpy(),
+                                    options.batchsize)
+
+
 class Fit:
     """The epoch loop: the epochs left (pre-training first with pretrain), losses and previews in
-    TensorBoard, a checkpoint at each epoch's end, one on Ctrl-C.
+    TensorBoard, validation (at each epoch's end and every valid_step steps) with the best checkpoint kept
+    and early stopping, a checkpoint at each epoch's end, one on Ctrl-C.
 
     Args:
         trainer: the trainer.
@@ -339,75 +445,153 @@ class Fit:
         board: the run's TensorBoard.
         options: the run.
         preview: the preview LR image [1, H, W, C], or None.
+        validator: the validation pairs, or None.
+        train_indices: the patches trained on (None: all).
     """
 
     def __init__(self, trainer: Trainer, patches: PatchesDataset, checkpoints: Checkpoints,
-                 board: TensorBoard, options: TrainOptions, preview: np.ndarray | None):
+                 board: TensorBoard, options: TrainOptions, preview: np.ndarray | None,
+                 validator: Validator | None = None, train_indices: np.ndarray | None = None):
         self.trainer, self.patches, self.checkpoints, self.board = trainer, patches, checkpoints, board
-        self.options, self.preview = options, preview
+        self.options, self.preview, self.validator = options, preview, validator
+        self.train_indices = train_indices
         pretraining = [("pre-training", trainer.pretrain_step)] * options.epochs if options.pretrain else []
         self.schedule = pretraining + [("training", trainer.train_step)] * options.epochs
-        self.steps_per_epoch = patches.n_patches // options.batchsize
+        pairs = patches.n_patches if train_indices is None else len(train_indices)
+        self.steps_per_epoch = pairs // options.batchsize
         self.losses: dict[str, float] = {}
         self.non_finite = 0
+        self.index = int(checkpoints.epoch)
+        self.best = json.loads(checkpoints.best.numpy())  # the best validation scores so far ({}: none)
+        # per phase: (best PSNR, epochs done then), for early stopping
+        self.phase_best = {self.best["phase"]: (self.best["psnr"], self.best["epoch"])} if self.best else {}
+        self.valid_postfix: dict[str, str] = {}
 
     def run(self) -> dict[str, float]:
         """Train the epochs left; the losses of the last step."""
         options, checkpoints = self.options, self.checkpoints
         dataset = self.trainer.strategy.experimental_distribute_dataset(
-            self.patches.tf_dataset(options.batchsize, seed=options.seed))
+            self.patches.tf_dataset(options.batchsize, seed=options.seed, indices=self.train_indices,
+                                    augment=options.augment))
         if self.preview is not None:
             self.board.bicubic_preview(self.preview, int(checkpoints.step))
         logger.info("%s patches, %s steps per epoch, run %s", self.patches.n_patches, self.steps_per_epoch,
                     checkpoints.name)
-        index = int(checkpoints.epoch)
         try:
-            for index in range(int(checkpoints.epoch), len(self.schedule)):
-                self.epoch(index, dataset)
-                self.end_of_epoch(index)
+            while self.index < len(self.schedule):
+                self.epoch(dataset)
+                self.index = self.end_of_epoch()
         except tf.errors.OpError as err:  # e.g. a patches file that became unreadable, out of memory
             raise SR4RSError(f"training stopped at step {int(checkpoints.step)}: "
                              f"{err.message.strip().splitlines()[0]}") from None
         except KeyboardInterrupt:
-            saved = checkpoints.save(index)
+            saved = checkpoints.save(self.index)
             logger.warning("Interrupted: checkpoint saved to %s (resume with --load_ckpt %s)", saved, saved)
             raise
         return self.losses
 
-    def label(self, index: int) -> str:
-        """How the logs name epoch `index` of the schedule, e.g. "pre-training epoch 2/10"."""
-        return f"{self.schedule[index][0]} epoch {index % self.options.epochs + 1}/{self.options.epochs}"
+    @property
+    def phase(self) -> str:
+        """The phase of the current epoch: "pre-training" or "training"."""
+        return self.schedule[self.index][0]
 
-    def epoch(self, index: int, dataset: tf.distribute.DistributedDataset) -> None:
-        """Epoch `index` of the schedule: one pass over the patches, with a progress bar."""
-        phase, step_fn = self.schedule[index]
-        with tqdm(total=self.steps_per_epoch, desc=self.label(index), unit="step", mininterval=1.0,
+    def label(self) -> str:
+        """How the logs name the current epoch, e.g. "pre-training epoch 2/10"."""
+        return f"{self.phase} epoch {self.index % self.options.epochs + 1}/{self.options.epochs}"
+
+    def epoch(self, dataset: tf.distribute.DistributedDataset) -> None:
+        """The current epoch of the schedule: one pass over the patches, with a progress bar."""
+        step_fn = self.schedule[self.index][1]
+        with tqdm(total=self.steps_per_epoch, desc=self.label(), unit="step", mininterval=1.0,
                   dynamic_ncols=True) as bar:
             for batch in dataset:
-                self.step(phase, step_fn, batch)
-                bar.set_postfix({k.replace("gen_loss_", ""): f"{v:.4g}" for k, v in self.losses.items()},
-                                refresh=False)
+                self.step(step_fn, batch)
+                losses = {k.replace("gen_loss_", ""): f"{v:.4g}" for k, v in self.losses.items()}
+                bar.set_postfix({**losses, **self.valid_postfix}, refresh=False)
                 bar.update()
 
-    def step(self, phase: str, step_fn: Callable, batch: dict[str, tf.Tensor]) -> None:
-        """One train step, its losses (stop after DIVERGED_STEPS non-finite ones) and preview logged."""
+    def step(self, step_fn: Callable, batch: dict[str, tf.Tensor]) -> None:
+        """One train step, its losses (stop after DIVERGED_STEPS non-finite ones) and preview logged, and
+        the validation every valid_step steps."""
         step = int(self.checkpoints.step)
         self.losses = {k: float(v) for k, v in step_fn(batch).items()}
         self.non_finite = 0 if all(np.isfinite(v) for v in self.losses.values()) else self.non_finite + 1
         if self.non_finite >= DIVERGED_STEPS:
-            raise SR4RSError(f"{phase} diverged (non-finite losses for {self.non_finite} steps, up to step "
-                             f"{step}): lower --adam_lr or check --lr_scale/--hr_scale")
+            raise SR4RSError(f"{self.phase} diverged (non-finite losses for {self.non_finite} steps, up to "
+                             f"step {step}): lower --adam_lr or check --lr_scale/--hr_scale")
         self.board.scalars({**self.losses, LEARNING_RATE: self.options.trainer.adam_lr}, step)
         if self.preview is not None and step % self.options.previews_step == 0:
             self.board.generated_preview(self.trainer.generate(self.preview), step)
         self.checkpoints.step.assign_add(1)
+        valid_step = self.options.valid_step
+        if self.validator is not None and valid_step and (step + 1) % valid_step == 0:
+            if self.validate(self.index):
+                self.checkpoints.save_best()
 
-    def end_of_epoch(self, index: int) -> None:
-        """After epoch `index` of the schedule: checkpoint and log (where per-epoch work goes)."""
-        self.checkpoints.epoch.assign(index + 1)
-        saved = self.checkpoints.save(index)
-        logger.info("%s done (step %s), file system wait %.2fs, checkpoint %s", self.label(index),
+    def end_of_epoch(self) -> int:
+        """After the current epoch: validate, checkpoint and log; the index of the next epoch to run (the
+        next phase's first when early stopping ends this one)."""
+        following, improved = self.index + 1, False
+        if self.validator is not None:
+            improved = self.validate(self.index + 1)
+            best_psnr, best_epochs = self.phase_best[self.phase]
+            stale = self.index + 1 - best_epochs
+            if self.options.early_stop and stale >= self.options.early_stop:
+                following = self.options.epochs if self.index < self.options.epochs < len(self.schedule) \
+                    else len(self.schedule)
+                if following > self.index + 1:
+                    logger.info("Early stop of %s: no better validation PSNR than %.3f dB (after epoch %s) "
+                                "for %s epoch(s)", self.phase, best_psnr, best_epochs, stale)
+        self.checkpoints.epoch.assign(following)
+        saved = self.checkpoints.save(self.index)
+        if improved:
+            self.checkpoints.save_best()
+        logger.info("%s done (step %s), file system wait %.2fs, checkpoint %s", self.label(),
                     int(self.checkpoints.step), self.patches.pop_wait_seconds(), saved)
+        return following
+
+    def generate_hr(self, lr: np.ndarray) -> np.ndarray:
+        """The generator's full-resolution output for raw LR patches, as numpy."""
+        return self.trainer.generate(tf.constant(lr))[1].numpy()
+
+    def validate(self, epochs_done: int) -> bool:
+        """Score the generator on the validation pairs: TensorBoard, log, checkpoint; whether it is the
+        best so far.
+
+        Args:
+            epochs_done: epochs done at this point (the current one included at its end).
+        """
+        started = time.perf_counter()
+        step = int(self.checkpoints.step)
+        scores, sr = self.validator.evaluate(self.generate_hr)
+        scores.update(epoch=epochs_done, step=step, phase=self.phase)
+        self.checkpoints.validation.assign(json.dumps(scores))
+        self.board.scalars(validation_scalars(scores), step)
+        self.board.picture(VALID + "preview", self.validator.preview(sr), step)
+        improved = not self.best or scores["psnr"] > self.best["psnr"]
+        if improved:
+            self.best = scores
+            self.checkpoints.best.assign(json.dumps(scores))
+        if self.phase not in self.phase_best or scores["psnr"] > self.phase_best[self.phase][0]:
+            self.phase_best[self.phase] = scores["psnr"], epochs_done
+        self.valid_postfix = {"valid": f"{scores['gain_db']:+.2f}dB"}
+        sam = "" if scores["sam"] is None else f"; SAM {scores['sam']:.3f} vs {scores['sam_bicubic']:.3f} deg"
+        logger.info("Validation at step %s: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB; SSIM %.4f vs %.4f%s; "
+                    "best %+.3f dB (step %s)%s [%.1fs]", step, scores["psnr"], scores["psnr_bicubic"],
+                    scores["gain_db"], scores["ssim"], scores["ssim_bicubic"], sam, self.best["gain_db"],
+                    self.best["step"], " (new best)" if improved else "", time.perf_counter() - started)
+        return improved
+
+
+def validation_scalars(scores: dict) -> dict[str, float]:
+    """TensorBoard scalars (valid/...) of validation scores: overall and per band (band1, band2, ...)."""
+    values = {VALID + key: scores[key] for key in ("psnr", "psnr_bicubic", "gain_db", "ssim", "ssim_bicubic")}
+    if scores["sam"] is not None:
+        values.update({VALID + "sam": scores["sam"], VALID + "sam_bicubic": scores["sam_bicubic"]})
+    for key in ("psnr", "gain_db", "ssim"):
+        for band, value in enumerate(scores[f"{key}_bands"]):
+            values[f"{VALID}{key}_band{band + 1}"] = value
+    return values
 
 
 def train(options: TrainOptions, strategy: tf.distribute.Strategy | None = None) -> TrainResult:
@@ -439,31 +623,48 @@ def train(options: TrainOptions, strategy: tf.distribute.Strategy | None = None)
                                      options.vggfeatures)
     patches = read_patches(options, strategy.num_replicas_in_sync, vgg_features is not None)
     preview = read_preview(options.preview, patches.nbands, cfg.depth) if options.preview else None
+    train_indices, validator = read_validation(options, patches)
 
     trainer = Trainer(cfg, patches.nbands, strategy, vgg_features)
     checkpoints = Checkpoints(trainer, options.save_ckpt, run_name(options, datetime.datetime.now()))
     if options.load_ckpt:
         checkpoints.restore(options.load_ckpt)
-    elif cfg.residual == "linear":
-        batches = patches.tf_dataset(min(LSFIT_BATCH, patches.n_patches), shuffle=False)
+    elif cfg.residual == "linear":  # fitted on the training pairs only
+        pairs = patches.n_patches if train_indices is None else len(train_indices)
+        batches = patches.tf_dataset(min(LSFIT_BATCH, pairs), shuffle=False, indices=train_indices)
         fit_linear_skips(trainer.generator, batches.take(LSFIT_BATCHES), cfg.lr_scale, cfg.hr_scale)
     board = TensorBoard(options.logdir, checkpoints.name)
     try:
-        losses = Fit(trainer, patches, checkpoints, board, options, preview).run()
+        losses = Fit(trainer, patches, checkpoints, board, options, preview, validator, train_indices).run()
     finally:
         board.close()
+    epochs_done, steps = int(checkpoints.epoch), int(checkpoints.step)
+    validation = exported_weights(checkpoints, options.export) if validator is not None else {}
 
     if options.savedmodel:
         export_savedmodel(trainer.generator, options.savedmodel, patches.nbands, cfg.lr_scale, cfg.hr_scale,
                           description={"lr_stats": patches.lr_stats, "hr_stats": patches.hr_stats,
                                        "dtype": np.dtype(patches.dtype).name, "depth": cfg.depth,
                                        "nresblocks": cfg.nresblocks, "residual": cfg.residual,
-                                       "run": checkpoints.name, "epochs_done": int(checkpoints.epoch),
-                                       "steps": int(checkpoints.step),
-                                       "train_args": dataclasses.asdict(options)})
+                                       "run": checkpoints.name, "epochs_done": epochs_done, "steps": steps,
+                                       "validation": validation, "train_args": dataclasses.asdict(options)})
     return TrainResult(run=checkpoints.name, checkpoints=checkpoints.directory, logdir=board.directory,
-                       savedmodel=options.savedmodel, epochs_done=int(checkpoints.epoch),
-                       steps=int(checkpoints.step), losses=losses, trainer=trainer)
+                       savedmodel=options.savedmodel, epochs_done=epochs_done, steps=steps, losses=losses,
+                       validation=validation, trainer=trainer)
+
+
+def exported_weights(checkpoints: Checkpoints, export: str) -> dict:
+    """With export "best", go back to the best checkpoint by validation PSNR (said in the log, with the
+    last weights' score); the validation scores of the weights kept, with "export": best or last."""
+    last = json.loads(checkpoints.validation.numpy())
+    if export == "best" and checkpoints.restore_best() is not None:
+        best = json.loads(checkpoints.best.numpy())
+        if best["step"] != last["step"]:
+            logger.info("Exporting the best weights by validation PSNR: step %s (%s), gain %+.3f dB over "
+                        "bicubic (the last weights, step %s: %+.3f dB; --export last exports them)",
+                        best["step"], best["phase"], best["gain_db"], last["step"], last["gain_db"])
+        return {**best, "export": "best"}
+    return {**last, "export": "last"} if last else {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -230,6 +230,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exports_nothing(data, tmp_path, monkeypat
     (["--vggfile", "missing.npy"], "missing.npy: no such VGG weights file"),
     (["--load_ckpt", "nowhere/ck-3"], "nowhere/ck-3: no such checkpoint"),
     (["--pretrain", "--l2weight", "0"], "--pretrain needs --l1weight or --l2weight"),
+    (["--valid_split", "1"], "--valid_split must be in [0, 1) (got 1.0)"),
+    (["--valid_split", "0.2", "--valid_lr_patches", "a.tif", "--valid_hr_patches", "b.tif"], "not both"),
+    (["--valid_lr_patches", "a.tif"], "--valid_lr_patches and --valid_hr_patches go together"),
+    (["--early_stop", "2"], "--valid_step and --early_stop need validation data"),
+    (["--valid_split", "0.95"], "0 training and 12 validation patches: too few patches to split"),
+    (["--valid_split", "0.7"], "leaves 3 training pairs, fewer than --batchsize 4"),
 ])
 def test_refusals_are_one_line_and_leave_no_checkpoint(data, tmp_path, capsys, extra, message):
     extra = [str(tmp_path) if e == "EXISTING" else e for e in extra]
@@ -314,3 +320,73 @@ def test_a_patches_file_broken_while_streaming_stops_with_one_line(data, tmp_pat
     assert run_cli(train.main, args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: training stopped at step 0:") and "hr.tif: read failed" in err[-1]
+
+
+@pytest.fixture(scope="module")
+def validated_run(data):
+    """Two epochs with 25% of the pairs held out by position (extract_patches.py's centres file)."""
+    out = data["dir"] / "validated"
+    out.mkdir()
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--valid_split", "0.25", "--augment",
+            "--l1weight", "1", "--save_ckpt", str(out / "ckpts") + "/", "--logdir", str(out / "logs"),
+            "--savedmodel", str(out / "model"), *TINY, "--epochs", "2", "--batchsize", "3"]
+    assert run_cli(train.main, args) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_validation_scores_go_to_tensorboard_the_checkpoint_and_the_savedmodel(validated_run):
+    found = events(validated_run / "logs")
+    # 12 pairs of a 4 x 3 grid: a strip of 3 held out, 9 trained on (batch 3: 3 steps per epoch)
+    for tag in ("psnr", "psnr_bicubic", "gain_db", "ssim", "ssim_bicubic", "sam", "sam_bicubic",
+                "psnr_band4", "gain_db_band1", "ssim_band2"):
+        assert [s for s, _ in found[f"valid/{tag}"]] == [3, 6], tag
+    assert [s for s, _ in found["valid/preview"]] == [3, 6]
+    gains = [v for _, v in found["valid/gain_db"]]
+    psnr = [v for _, v in found["valid/psnr"]]
+    bicubic = [v for _, v in found["valid/psnr_bicubic"]]
+    assert bicubic[0] == bicubic[1] and gains == pytest.approx([p - bicubic[0] for p in psnr])
+    meta = read_metadata(str(validated_run / "model"))["validation"]
+    best = int(np.argmax(psnr))
+    assert meta["export"] == "best" and meta["step"] == [3, 6][best] and meta["pairs"] == 3
+    assert meta["gain_db"] == pytest.approx(gains[best]) and meta["psnr_bicubic"] == pytest.approx(bicubic[0])
+    assert len(glob.glob(str(validated_run / "ckpts" / "*" / "best" / "ckpt-*.index"))) == 1
+
+
+class ScriptedValidator:
+    """Stands for validation.Validator: PSNRs from a script, one per evaluation."""
+
+    def __init__(self, psnrs):
+        self.psnrs = list(psnrs)
+
+    def evaluate(self, generate):
+        psnr = self.psnrs.pop(0)
+        scores = {"psnr": psnr, "psnr_bicubic": 30.0, "gain_db": psnr - 30.0, "ssim": 0.9,
+                  "ssim_bicubic": 0.9, "sam": None, "sam_bicubic": None, "psnr_bands": [psnr],
+                  "gain_db_bands": [psnr - 30.0], "ssim_bands": [0.9], "pairs": 3}
+        return scores, np.zeros((1, 8, 8, 3), np.float32)
+
+    def preview(self, sr):
+        return np.zeros((1, 8, 8, 3), np.uint8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export", ["best", "last"])
+def test_early_stop_and_the_export_of_the_best_or_last_weights(data, tmp_path, monkeypatch, export):
+    # validation PSNRs after each epoch: the best after epoch 2, then 2 epochs without better: stop after 4
+    monkeypatch.setattr(train, "Validator", lambda *args: ScriptedValidator([31, 33, 32, 32.5, 40, 40]))
+    options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=tmp_path / "ck",
+                           savedmodel=tmp_path / "model", valid_split=0.25, early_stop=2, export=export,
+                           epochs=6, batchsize=3, seed=2,
+                           trainer=TrainConfig(depth=4, nresblocks=1, l1weight=1))
+    result = train.train(options)
+    assert (result.epochs_done, result.steps) == (6, 12)  # 4 epochs of 3 steps; the phase ended at epoch 4
+    assert result.validation["export"] == export
+    assert result.validation["step"] == (6 if export == "best" else 12)
+    assert result.validation["psnr"] == (33 if export == "best" else 32.5)
+    reader = tf.train.load_checkpoint(os.path.join(result.checkpoints, "ckpt-1"))  # the end of epoch 2
+    name = "trainer/generator/conv1/weight/.ATTRIBUTES/VARIABLE_VALUE"
+    after_epoch_2 = reader.get_tensor(name)
+    exported = result.trainer.generator.conv1.weight.numpy()
+    assert np.array_equal(exported, after_epoch_2) == (export == "best")
+    assert read_metadata(result.savedmodel)["validation"]["step"] == result.validation["step"]
