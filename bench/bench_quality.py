@@ -1,6 +1,6 @@
 """What gets the demo above bicubic: PSNR on the held-out part of the demo scene for training variants.
 
-Same data as `make demo` (demo_scene.py, seed 0, 2048 x 2048 HR; LR columns [0, 3/4) for training,
+Same data as `make demo` (demo/scene.py, seed 0, 2048 x 2048 HR; LR columns [0, 3/4) for training,
 [3/4, 1) held out; 16 px LR patches every 8 px). Each variant trains a fresh Trainer for a number of
 steps (pre-training, then GAN steps), then super-resolves the whole held-out LR part at once (borders
 mirrored) and evaluate.py compares it with the held-out HR and with GDAL's bicubic (data range 10000).
@@ -86,7 +86,7 @@ def run_variant(name: str, parts: dict[str, str], folder: str) -> dict:
     fields, pre_steps, gan_steps, fit = VARIANTS[name]
     tf.random.set_seed(0)
     patches = PatchesDataset([parts["lr_patches"]], [parts["hr_patches"]])
-    trainer = Trainer(TrainConfig(nbands=4, lr_scale=SCALE, hr_scale=SCALE, vggweight=0.0, **fields))
+    trainer = Trainer(TrainConfig(lr_scale=SCALE, hr_scale=SCALE, vggweight=0.0, **fields), 4)
     start = time.time()
     if fit:
         fit_linear_skips(trainer.generator, patches.tf_dataset(64, shuffle=False), SCALE, SCALE)

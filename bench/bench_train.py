@@ -4,8 +4,8 @@ streaming patches; the first (tracing) step is timed apart from the steady state
 
 Usage: .venv/bin/python bench/bench_train.py [--quick] [--steps 8] [--rounds 3] [--default_steps 1]
        [--default 64 16] [--output BENCHMARKS.md] [--keep DIR]
-Patches: `extract_patches.py` on a synthetic `demo_scene` (int16, 4 bands), LR 32 px / HR 128 px,
-batch 4 (train.py's defaults), no VGG loss (train.py without --vggfile). Everything runs in this
+Patches: `extract_patches.py` on the synthetic demo scene (`demo/scene.py`, int16, 4 bands), LR 32 px /
+HR 128 px, batch 4 (train.py's defaults), no VGG loss (train.py without --vggfile). Everything runs in this
 process so that ratios are comparable; the steady state of the small network is measured in
 `--rounds` rounds, each running `--steps` steps in memory then streaming (fresh iterators), the best
 round kept (the machine may be shared); the default network runs `--default_steps` steady steps per
@@ -89,8 +89,8 @@ def loadavg() -> str:
 
 def make_patches(folder: str, size_hr: int, step: int) -> tuple[str, str]:
     """Demo scene -> LR/HR patches images with extract_patches.py (a regular grid of `step` LR pixels)."""
-    import demo_scene
     import extract_patches
+    from demo import scene as demo_scene
 
     lr, hr = demo_scene.make_demo_scene(os.path.join(folder, "scene"), size_hr=size_hr, seed=0)
     out_lr, out_hr = os.path.join(folder, "lr_patches.tif"), os.path.join(folder, "hr_patches.tif")
@@ -141,7 +141,7 @@ def bench_network(network: tuple[int, int], datasets: dict, nbands: int, steps: 
     from trainer import TrainConfig, Trainer
 
     tf.random.set_seed(0)
-    trainer = Trainer(TrainConfig(nbands=nbands, depth=network[0], nresblocks=network[1]))
+    trainer = Trainer(TrainConfig(depth=network[0], nresblocks=network[1]), nbands)
     results = []
     for step_name, attr in STEPS.items():
         step_fn = getattr(trainer, attr)
@@ -305,10 +305,10 @@ def main() -> None:
 
 {machine()}, CPU only, TensorFlow {tf.__version__} (intra/inter-op threads {threads[0]}/{threads[1]},
 0 = all cores). {npatches} patch pairs made by `extract_patches.py` (`--lr_patchsize {LR_SIZE} --step 16`)
-from a 1024 x 1024 HR synthetic `demo_scene` (int16, 4 bands): LR {LR_SIZE} x {LR_SIZE}, HR
-{4 * LR_SIZE} x {4 * LR_SIZE}, batch {BATCH}; `TrainConfig` defaults (L2 weight 1000, WGAN-GP, Adam), no
-VGG loss (train.py without `--vggfile`), Grappler remapper off as in train.py. A step is timed as
-train.py runs it: next batch, `pretrain_step` / `train_step` (tf.functions), losses read back.
+from a 1024 x 1024 HR synthetic demo scene (`demo/scene.py`, int16, 4 bands): LR {LR_SIZE} x
+{LR_SIZE}, HR {4 * LR_SIZE} x {4 * LR_SIZE}, batch {BATCH}; `TrainConfig` defaults (L2 weight 1000,
+WGAN-GP, Adam), no VGG loss (train.py without `--vggfile`), Grappler remapper off as in train.py. A step
+is timed as train.py runs it: next batch, `pretrain_step` / `train_step` (tf.functions), losses read back.
 Small network (depth {SMALL[0]}, {SMALL[1]} residual blocks): best of {args.rounds} rounds of {args.steps}
 steps, each round running in memory then streaming with fresh iterators. Default network (depth
 {big[0]}, {big[1]} residual blocks): {args.default_steps} steady step(s) per mode, hence noisier. All in one
