@@ -72,4 +72,4 @@ demo: install
 	$(PY) -m demo --out $(DEMO_OUT)
 
 clean:
-	rm -rf $(VENV) $(OTB_DIR) demo_out .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENV) $(OTB_DIR) demo_out .pytest_cache
