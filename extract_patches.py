@@ -165,7 +165,7 @@ class Source:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of extract_patches.py."""
-    p = argparse.ArgumentParser(prog="extract_patches.py", description=DESCRIPTION, epilog=EPILOG,
+    p = argparse.ArgumentParser(description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lr", required=True, metavar="IMAGE",
                    help="low-resolution image (any GDAL-readable raster)")
