@@ -430,12 +430,14 @@ def evaluate(sr_path: str, ref_path: str, lr_path: str | None = None, data_range
         data_range: PSNR/SSIM data range (default: the reference's max - min over valid pixels).
         nodata: value excluded in every input, on top of each file's own nodata.
         crop_border: SR pixels left out on each side of the common area.
-        png: write a side-by-side quicklook there.
+        png: write a side-by-side quicklook there (needs Pillow: checked before anything is computed).
 
     Returns:
         a JSON-ready dict: `metrics` holds `sr`, `bicubic`, `sr_minus_bicubic` (PSNR of identical
         images is +inf in memory, null in the JSON file).
     """
+    if png:
+        quicklook.require_pillow()
     result, arrays = evaluate_arrays(sr_path, ref_path, lr_path, data_range, nodata, crop_border)
     if png:
         write_quicklook(png, arrays, result)
@@ -574,6 +576,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Evaluate, print the table, write the JSON and PNG outputs."""
     args = parse_args(argv)
+    if args.png:
+        quicklook.require_pillow("--png")
     setup_logging()
     for path in (args.out, args.png):
         if path:

@@ -1,13 +1,20 @@
 """Side-by-side PNG quicklooks (Pillow): the same crop of several images, one common colour stretch
-(2-98% of the reference), first 3 bands as RGB, a label above each panel."""
+(2-98% of the reference), first 3 bands as RGB, a label above each panel.
+
+Pillow is imported only when a PNG is drawn (`require_pillow`): the OTBTF Docker image may have none,
+and `stretch` and `GAP` (used during training) need only numpy."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
+from errors import SR4RSError
 from raster import atomic_output
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 CROP = 256  # crop size (pixels of the images) and size of the panels
 STRETCH = (2.0, 98.0)  # percentiles of the reference mapped to 0 and 255
@@ -73,6 +80,21 @@ def detailed_crop(reference: np.ndarray, mask: np.ndarray, size: int) -> tuple[i
     return int(r) * step, int(c) * step
 
 
+def require_pillow(what: str = "a PNG quicklook") -> None:
+    """Check that Pillow can be imported, e.g. before a long computation whose result is drawn.
+
+    Args:
+        what: what needs Pillow, for the error message (e.g. a command-line option).
+
+    Raises:
+        SR4RSError: "<what> needs Pillow (pip install pillow)" when it cannot.
+    """
+    try:
+        import PIL.Image  # noqa: F401
+    except ImportError:
+        raise SR4RSError(f"{what} needs Pillow (pip install pillow)") from None
+
+
 def side_by_side(panels: Sequence[np.ndarray], labels: Sequence[str] | None = None) -> Image.Image:
     """Panels of the same height in a row, GAP white pixels apart, with their labels above them.
 
@@ -80,6 +102,9 @@ def side_by_side(panels: Sequence[np.ndarray], labels: Sequence[str] | None = No
         panels: uint8 arrays [rows, cols, 3].
         labels: one text per panel, drawn in a white band of LABEL_HEIGHT pixels (None: no band).
     """
+    require_pillow()
+    from PIL import Image
+
     top = LABEL_HEIGHT if labels is not None else 0
     width = sum(p.shape[1] for p in panels) + GAP * (len(panels) - 1)
     canvas = Image.new("RGB", (width, panels[0].shape[0] + top), "white")
@@ -95,6 +120,8 @@ def side_by_side(panels: Sequence[np.ndarray], labels: Sequence[str] | None = No
 def _label(text: str, width: int) -> Image.Image:
     """`text` in black on a white band `width` x LABEL_HEIGHT, in Pillow's default font at the largest
     of FONT_SIZES that fits (a text too long even so is cut at the band's edge)."""
+    from PIL import Image, ImageDraw, ImageFont  # side_by_side checked that Pillow is there
+
     band = Image.new("RGB", (width, LABEL_HEIGHT), "white")
     draw = ImageDraw.Draw(band)
     for size in FONT_SIZES:

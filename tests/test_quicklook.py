@@ -1,13 +1,19 @@
-"""quicklook.py: the side-by-side PNG (layout, common stretch, labels), read back with Pillow."""
+"""quicklook.py: the side-by-side PNG (layout, common stretch, labels), read back with Pillow; without
+Pillow, the stretch still works and `evaluate.py --png` stops at once with a clear error."""
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 
 import numpy as np
 import pytest
+from helpers import write_raster
 from PIL import Image
 
 import quicklook
+from cli import run_cli
+from errors import SR4RSError
 
 
 def scene(size: int = 64, bands: int = 4) -> np.ndarray:
@@ -92,3 +98,48 @@ def test_detailed_crop_stays_inside_the_image(rows, cols):
     assert 0 <= r <= max(0, rows - 256) and 0 <= c <= max(0, cols - 256)
     if rows > 256:  # the detail is in the bottom-right quarter: the crop overlaps it
         assert r + 256 > rows // 2 and c + 256 > cols // 2
+
+
+@pytest.fixture
+def without_pillow(monkeypatch):
+    """Pillow unimportable (as in an OTBTF image without it); quicklook and evaluate are imported afresh
+    by the test and the originals put back afterwards."""
+    for name in [m for m in sys.modules if m == "PIL" or m.startswith("PIL.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    for name in ("quicklook", "evaluate"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(ImportError):
+        import PIL  # noqa: F401
+
+
+def test_without_pillow_the_stretch_works_and_drawing_says_what_is_missing(without_pillow):
+    fresh = importlib.import_module("quicklook")
+    assert fresh is not quicklook
+    ref = scene(16, 3)
+    (rgb,) = fresh.stretch([ref], ref)
+    np.testing.assert_array_equal(rgb, quicklook.stretch([ref], ref)[0])
+    assert fresh.GAP == quicklook.GAP
+    with pytest.raises(SR4RSError, match=r"^a PNG quicklook needs Pillow \(pip install pillow\)$"):
+        fresh.side_by_side([rgb])
+
+
+def test_without_pillow_evaluate_png_fails_before_reading_anything(without_pillow, tmp_path, capsys):
+    evaluate = importlib.import_module("evaluate")
+    out, png = tmp_path / "m.json", tmp_path / "q.png"
+    args = ["--sr", str(tmp_path / "missing_sr.tif"), "--ref", str(tmp_path / "missing_hr.tif"),
+            "--out", str(out), "--png", str(png)]
+    assert run_cli(evaluate.main, args) == 2  # checked first: the missing inputs are not even opened
+    assert capsys.readouterr().err == "error: --png needs Pillow (pip install pillow)\n"
+    assert not os.listdir(tmp_path)
+    with pytest.raises(SR4RSError, match="needs Pillow"):
+        evaluate.evaluate(args[1], args[3], png=str(png))
+
+
+def test_without_pillow_evaluate_without_png_works(without_pillow, tmp_path):
+    evaluate = importlib.import_module("evaluate")
+    hr = (scene(32, 3) * 4).astype(np.int16)
+    path = write_raster(str(tmp_path / "hr.tif"), hr, pixel_size=2.5)
+    out = tmp_path / "m.json"
+    assert run_cli(evaluate.main, ["--sr", path, "--ref", path, "--out", str(out)]) == 0
+    assert out.exists()
