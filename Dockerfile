@@ -20,9 +20,10 @@ FROM mdl4eo/otbtf:${OTBTF_TAG}
 # The project (see .dockerignore: no tests, bench, .venv, .otb, demo_out), readable by any user.
 WORKDIR /opt/sr4rs
 COPY *.py requirements.txt README.md Makefile ./
+COPY demo/ demo/
 COPY scripts/ scripts/
 RUN python -c "import tqdm, numpy, tensorflow, otbApplication; from osgeo import gdal, gdal_array; \
-import train, sr, extract_patches, evaluate, demo"
+import train, sr, extract_patches, evaluate, demo.run, demo.scene"
 
 # Build, then run the tools on data in the current folder, mounted at /data (the image runs as otbuser,
 # UID 1000: if yours differs, add -u "$(id -u):$(id -g)" so that the results are yours and writable):
@@ -37,6 +38,8 @@ import train, sr, extract_patches, evaluate, demo"
 #     --input /data/lr_10m.tif --savedmodel /data/savedmodel --output /data/sr_2.5m.tif
 #   docker run --gpus all --rm -v "$PWD":/data sr4rs python evaluate.py \
 #     --sr /data/sr_2.5m.tif --ref /data/hr_2.5m.tif --lr /data/lr_10m.tif --out /data/metrics.json
-#   docker run --gpus all --rm -v "$PWD":/data sr4rs python demo.py --out /data/demo_out
+#   docker run --gpus all --rm -v "$PWD":/data sr4rs python -m demo --out /data/demo_out
+# evaluate.py --png and the demo draw PNG quicklooks with Pillow, which the OTBTF image may not have:
+# then `pip install pillow` in the container first (nothing else needs it).
 # OTBTF's applications are there too:
 #   docker run --rm sr4rs otbcli_PatchesExtraction -help

@@ -1,10 +1,12 @@
 """Static checks of the Dockerfile and .dockerignore (no Docker engine here: the image is never built).
 
 What is checked: the base image is an OTBTF GPU image of version >= 4.0 (TensorFlow >= 2.12); every
-project module the command-line tools need (their imports and the scripts they run, found with `ast`)
-reaches the image through the COPY lines and .dockerignore; the documented `docker run` commands name
-scripts that are in the image, have a `main(argv)`, and only options that the scripts define; nothing
-the OTBTF image already has (TensorFlow, GDAL, numpy, OTB) is installed again; tests/, .venv, ... stay out.
+project file the command-line tools need (their imports, packages such as demo/ included, and the scripts
+and `-m` modules they run, found with `ast`) reaches the image through the COPY lines and .dockerignore,
+at the same place relative to the working directory; the `docker run` commands documented in the
+Dockerfile and in README.md run scripts or `-m` modules that are in the image, have a `main(argv)`, and
+use only options that their command defines; nothing the OTBTF image already has (TensorFlow, GDAL,
+numpy, OTB) is installed again; tests/, .venv, ... stay out.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILE = os.path.join(ROOT, "Dockerfile")
 DOCKERIGNORE = os.path.join(ROOT, ".dockerignore")
-ENTRY_POINTS = ("train.py", "sr.py", "extract_patches.py", "evaluate.py", "demo.py")
+README = os.path.join(ROOT, "README.md")
+# The commands: the four scripts and the demo (`python -m demo`).
+ENTRY_POINTS = ("train.py", "sr.py", "extract_patches.py", "evaluate.py", "demo/__main__.py")
 MUST_BE_DOCUMENTED = ("train.py", "sr.py", "extract_patches.py")
 MIN_OTBTF = (4, 0)  # OTBTF 4.0.0 is the first release on TensorFlow 2.12
 NOT_IN_IMAGE = ("tests/", "bench/", ".venv/", ".otb/", "demo_out/", ".git/")
@@ -44,6 +48,22 @@ def instructions(text: str) -> list[tuple[str, str]]:
         out.append((word.upper(), rest.strip()))
         buf = ""
     return out
+
+
+def readme_commands(text: str) -> list[str]:
+    """Commands written in README.md: the lines of its code blocks (continuation lines joined) and its
+    inline code spans."""
+    commands, buf, in_block = [], "", False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_block, buf = not in_block, ""
+        elif in_block and line.rstrip().endswith("\\"):
+            buf += line.strip()[:-1].rstrip() + " "
+        elif in_block:
+            commands.append(buf + line.strip())
+            buf = ""
+    outside = re.sub(r"```.*?```", "", text, flags=re.S)
+    return commands + [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", outside)]
 
 
 def comment_commands(text: str) -> list[str]:
@@ -181,26 +201,72 @@ def _tree(path: str) -> ast.Module:
         return ast.parse(f.read(), path)
 
 
+def python_files(root: str) -> set[str]:
+    """The .py files below root ('/'-separated paths relative to it), hidden folders left out."""
+    files = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        files |= {posixpath.normpath(posixpath.join(rel_dir, f)) for f in filenames if f.endswith(".py")}
+    return files
+
+
+def module_files(files: set[str], name: str, run: bool = False) -> list[str]:
+    """The files among `files` that importing module `name` (a.b.c) executes: the __init__.py of each
+    package on the way, then the module's file; with run (`python -m name`), a package's __main__.py
+    instead of its __init__.py. [] when `name` is not one of these modules (e.g. numpy)."""
+    parts = name.split(".")
+    found = []
+    for i in range(1, len(parts) + 1):
+        path = "/".join(parts[:i])
+        if i == len(parts) and path + ".py" in files:
+            return found + [path + ".py"]
+        if path + "/__init__.py" not in files:
+            return []
+        found.append(path + "/__init__.py")
+    main = found[-1].replace("__init__.py", "__main__.py")
+    return found + [main] if run and main in files else found
+
+
+def imported_modules(node: ast.AST, package: str) -> list[str]:
+    """The modules an import statement may load (`from a import b`: a, and a.b in case b is a
+    submodule); `package` is the importing file's package, for relative imports."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    module = node.module or ""
+    if node.level:
+        base = package.split(".") if package else []
+        module = ".".join(base[:len(base) - node.level + 1] + ([module] if module else []))
+    return [module] + [f"{module}.{alias.name}".lstrip(".") for alias in node.names]
+
+
 def project_closure(root: str, entry_points: tuple[str, ...]) -> set[str]:
-    """Top-level project modules (x.py) that the entry points import, directly or not, or run as
-    scripts (a string constant "x.py" naming a top-level file, as demo.py runs demo_scene.py)."""
-    top_level = {f for f in os.listdir(root) if f.endswith(".py") and os.path.isfile(os.path.join(root, f))}
+    """Project files (paths relative to root) that the entry points import, directly or not, or run:
+    imports (relative ones and packages' __init__.py too), a string constant "x.py" naming a project file
+    (as demo/run.py runs "extract_patches.py" from the repository root), and a "-m", "module" pair in a
+    list or tuple of constants (as demo/run.py runs [python, "-m", "demo.scene", ...])."""
+    files = python_files(root)
     needed, todo = set(), list(entry_points)
     while todo:
-        name = todo.pop()
-        if name in needed:
+        path = todo.pop()
+        if path in needed:
             continue
-        needed.add(name)
-        for node in ast.walk(_tree(os.path.join(root, name))):
-            if isinstance(node, ast.Import):
-                found = {a.name.split(".")[0] + ".py" for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                found = {node.module.split(".")[0] + ".py"}
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                found = {node.value}
-            else:
-                continue
-            todo.extend(sorted((found & top_level) - needed))
+        needed.add(path)
+        package = posixpath.dirname(path).replace("/", ".")
+        found: list[str] = []
+        for node in ast.walk(_tree(os.path.join(root, path))):
+            for module in imported_modules(node, package):
+                found += module_files(files, module)
+            if isinstance(node, ast.Constant) and node.value in files:
+                found.append(node.value)
+            elif isinstance(node, ast.List | ast.Tuple):
+                values = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+                for flag, module in zip(values, values[1:], strict=False):
+                    if flag == "-m" and isinstance(module, str):
+                        found += module_files(files, module, run=True)
+        todo.extend(sorted(set(found) - needed))
     return needed
 
 
@@ -219,12 +285,28 @@ def cli_options(path: str) -> tuple[set[str], set[str]]:
     return options, required
 
 
-def has_main(path: str) -> bool:
-    """A top-level `def main(argv...)` and an `if __name__ == "__main__":` block."""
-    tree = _tree(path)
-    main = any(isinstance(n, ast.FunctionDef) and n.name == "main" and n.args.args for n in tree.body)
-    guard = any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body)
-    return main and guard
+def _defines_main(tree: ast.Module) -> bool:
+    return any(isinstance(n, ast.FunctionDef) and n.name == "main" and n.args.args for n in tree.body)
+
+
+def main_source(root: str, path: str) -> str | None:
+    """The project file whose `main(argv)` running `path` calls: `path` itself when it has a top-level
+    `def main(argv...)` and an `if __name__ == "__main__":` block; for a file that only imports main
+    (`from module import main`, as demo/__main__.py does) and calls it at its top level, that module's
+    file when it defines main(argv). None otherwise."""
+    tree = _tree(os.path.join(root, path))
+    if _defines_main(tree):
+        guard = any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body)
+        return path if guard else None
+    top_level_calls = [x for n in tree.body if isinstance(n, ast.Expr) for x in ast.walk(n)]
+    if not any(isinstance(x, ast.Name) and x.id == "main" for x in top_level_calls):
+        return None
+    package = posixpath.dirname(path).replace("/", ".")
+    for n in tree.body:
+        if isinstance(n, ast.ImportFrom) and any(a.name == "main" and not a.asname for a in n.names):
+            source = module_files(python_files(root), imported_modules(n, package)[0])
+            return source[-1] if source and _defines_main(_tree(os.path.join(root, source[-1]))) else None
+    return None
 
 
 def reinstalls(run: str, pins: dict[str, str]) -> list[str]:
@@ -309,24 +391,52 @@ def test_base_image_resolves_arg_defaults() -> None:
     assert base_image(instrs) == "mdl4eo/otbtf:4.3.1-gpu"
 
 
-def test_project_closure_follows_imports_and_scripts(tmp_path) -> None:
-    files = {"a.py": "import os, b\ndef f():\n    from c import x\n    run(['python', 'd.py'])\n",
-             "b.py": "import numpy\n", "c.py": "import e as _\n", "d.py": "", "e.py": "", "unused.py": ""}
+def write_files(root, files: dict[str, str]) -> None:
     for name, text in files.items():
-        (tmp_path / name).write_text(text)
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_project_closure_follows_imports_packages_and_scripts(tmp_path) -> None:
+    write_files(tmp_path, {
+        "a.py": "import os, b\ndef f():\n    from c import x\n    run(['python', 'd.py'])\n",
+        "b.py": "import numpy\n", "c.py": "import e as _\n", "d.py": "", "e.py": "", "unused.py": "",
+        "g.py": "import pkg.run\nCOMMAND = ('python', '-m', 'pkg.sub.tool', '--out', 'x')\n",
+        "pkg/__init__.py": "", "pkg/__main__.py": "from pkg.run import main\nmain()\n",
+        "pkg/run.py": "from . import helper\nfrom pkg import sub\n", "pkg/helper.py": "import h\n",
+        "pkg/sub/__init__.py": "", "pkg/sub/tool.py": "from ..helper import x\n", "pkg/unused.py": "",
+        "h.py": "", "runs_pkg.py": "run(['python', '-m', 'pkg'])\n", "tests/test_x.py": "import a\n"})
     assert project_closure(str(tmp_path), ("a.py",)) == {"a.py", "b.py", "c.py", "d.py", "e.py"}
+    assert project_closure(str(tmp_path), ("g.py",)) == {
+        "g.py", "pkg/__init__.py", "pkg/run.py", "pkg/helper.py", "h.py", "pkg/sub/__init__.py",
+        "pkg/sub/tool.py"}
+    assert project_closure(str(tmp_path), ("runs_pkg.py",)) == {
+        "runs_pkg.py", "pkg/__main__.py", "pkg/__init__.py", "pkg/run.py", "pkg/helper.py", "h.py",
+        "pkg/sub/__init__.py"}
 
 
-def test_every_module_the_tools_need_is_copied_next_to_them(image: tuple[dict[str, str], str]) -> None:
+def test_main_source_follows_a_package_main(tmp_path) -> None:
+    write_files(tmp_path, {
+        "pkg/__init__.py": "", "pkg/__main__.py": "import sys\nfrom pkg.run import main\nsys.exit(main())\n",
+        "pkg/run.py": "def main(argv=None):\n    return 0\n",
+        "script.py": "def main(argv=None):\n    pass\nif __name__ == '__main__':\n    main()\n",
+        "no_guard.py": "def main(argv=None):\n    pass\n",
+        "other/__main__.py": "from pkg.run import helper\nhelper()\n"})
+    root = str(tmp_path)
+    assert main_source(root, "pkg/__main__.py") == "pkg/run.py"
+    assert main_source(root, "script.py") == "script.py"
+    assert main_source(root, "no_guard.py") is None
+    assert main_source(root, "other/__main__.py") is None
+
+
+def test_every_file_the_tools_need_is_copied_at_its_place(image: tuple[dict[str, str], str]) -> None:
     copied, workdir = image
     needed = project_closure(ROOT, ENTRY_POINTS)
-    assert needed > set(ENTRY_POINTS) and "errors.py" in needed
-    where = {src: posixpath.dirname(dst) for dst, src in copied.items()}
-    missing = sorted(needed - where.keys())
-    assert not missing, f"not copied into the image (COPY lines or .dockerignore): {missing}"
-    folders = {where[m] for m in needed}
-    assert folders == {workdir}, f"the tools and their modules must sit together in {workdir}: {folders}"
+    assert needed > set(ENTRY_POINTS) and {"errors.py", "demo/run.py", "demo/scene.py"} <= needed
     assert workdir != "/"
+    misplaced = sorted(f for f in needed if copied.get(posixpath.join(workdir, f)) != f)
+    assert not misplaced, (f"not copied into the image at {workdir}/<path in the repository> (COPY lines "
+                           f"or .dockerignore): {misplaced}")
 
 
 def test_copy_simulation_notices_a_missing_module() -> None:
@@ -343,9 +453,11 @@ def test_tests_venv_and_outputs_stay_out_of_the_image(image: tuple[dict[str, str
     with open(DOCKERIGNORE, encoding="utf-8") as f:
         rules = ignore_rules(f.read())
     for path in ("tests/test_sr.py", "tests/conftest.py", ".venv/bin/python", ".otb/apps/x.so", ".git/config",
-                 "demo_out/metrics.json", "bench/bench_sr.py", "__pycache__/sr.cpython-310.pyc"):
+                 "demo_out/metrics.json", "bench/bench_sr.py", "__pycache__/sr.cpython-310.pyc",
+                 "demo/__pycache__/run.cpython-310.pyc", "docs/DESIGN.md"):
         assert excluded(path, rules), f".dockerignore lets {path} into the build context"
-    for path in ("train.py", "sr.py", "requirements.txt", "README.md", "Makefile", "scripts/build_otbtf.sh"):
+    for path in ("train.py", "sr.py", "demo/run.py", "requirements.txt", "README.md", "Makefile",
+                 "scripts/build_otbtf.sh"):
         assert not excluded(path, rules), f".dockerignore keeps {path} out of the build context"
     copied, _ = image
     leaked = sorted(src for src in copied.values() if src.startswith(NOT_IN_IMAGE))
@@ -354,32 +466,58 @@ def test_tests_venv_and_outputs_stay_out_of_the_image(image: tuple[dict[str, str
     assert excluded("tests/x.py", whitelist) and not excluded("x.py", whitelist)
 
 
-def test_documented_docker_run_commands_work(dockerfile: str, image: tuple[dict[str, str], str]) -> None:
-    copied, workdir = image
-    commands = [shlex.split(c) for c in comment_commands(dockerfile) if c.startswith("docker ")]
-    assert commands, "no docker command documented in the Dockerfile's comments"
-    build = [c for c in commands if c[1] == "build"]
-    assert build and "-t" in build[0], "document the build command: docker build -t NAME ."
+def check_docker_runs(commands: list[str], copied: dict[str, str], workdir: str) -> set[str]:
+    """Check the `docker run` commands of the image built by the `docker build -t` among `commands` that
+    run a script (python x.py) or a module (python -m x.y); return the project files they run."""
+    commands = [shlex.split(c) for c in commands if c.startswith("docker ")]
+    build = [c for c in commands if c[1] == "build" and "-t" in c]
+    assert build, "document the build command: docker build -t NAME ."
     tag = build[0][build[0].index("-t") + 1]
-    runs = [c for c in commands if c[1] == "run" and tag in c]
-    documented = set()
-    for run in runs:
+    in_workdir = {posixpath.relpath(dst, workdir) for dst in copied if dst.startswith(workdir + "/")}
+    ran = set()
+    for run in (c for c in commands if c[1] == "run" and tag in c):
         command = run[run.index(tag) + 1:]
         if command[0] not in ("python", "python3"):
             continue
         assert "--gpus" in run and run[run.index("--gpus") + 1] == "all", shlex.join(run)
         assert "-v" in run or "--volume" in run, f"no volume for the data: {shlex.join(run)}"
-        script = posixpath.normpath(posixpath.join(workdir, command[1]))
-        assert script in copied, f"{command[1]} is not in the image (WORKDIR {workdir})"
-        source = os.path.join(ROOT, copied[script])
-        assert has_main(source), f"{copied[script]} has no main(argv) and __main__ block"
-        defined, required = cli_options(source)
-        used = {t.split("=")[0] for t in command[2:] if t.startswith("--")}
-        assert used <= defined, f"{copied[script]} has no option {sorted(used - defined)}"
-        assert required <= used, f"{copied[script]} also requires {sorted(required - used)}"
-        documented.add(copied[script])
-    undocumented = set(MUST_BE_DOCUMENTED) - documented
-    assert not undocumented, f"no docker run command for {sorted(undocumented)}"
+        if command[1] == "-m":
+            target, args = module_files(in_workdir, command[2], run=True), command[3:]
+            assert target, f"python -m {command[2]}: no such module in the image (WORKDIR {workdir})"
+            script = posixpath.join(workdir, target[-1])
+        else:
+            script, args = posixpath.normpath(posixpath.join(workdir, command[1])), command[2:]
+            assert script in copied, f"{command[1]} is not in the image (WORKDIR {workdir})"
+        source = main_source(ROOT, copied[script])
+        assert source, f"{copied[script]}: no main(argv) called by a __main__ block or at the top level"
+        defined, required = cli_options(os.path.join(ROOT, source))
+        used = {t.split("=")[0] for t in args if t.startswith("--")}
+        assert used <= defined, f"{shlex.join(command)}: {source} has no option {sorted(used - defined)}"
+        assert required <= used, f"{shlex.join(command)}: {source} also requires {sorted(required - used)}"
+        ran.add(copied[script])
+    return ran
+
+
+def test_docker_run_commands_of_the_dockerfile_work(dockerfile: str,
+                                                    image: tuple[dict[str, str], str]) -> None:
+    ran = check_docker_runs(comment_commands(dockerfile), *image)
+    missing = set(MUST_BE_DOCUMENTED) - ran
+    assert not missing, f"no docker run command for {sorted(missing)} in the Dockerfile's comments"
+
+
+def test_docker_run_commands_of_the_readme_work(image: tuple[dict[str, str], str]) -> None:
+    with open(README, encoding="utf-8") as f:
+        ran = check_docker_runs(readme_commands(f.read()), *image)
+    missing = set(MUST_BE_DOCUMENTED) - ran
+    assert not missing, f"no docker run command for {sorted(missing)} in README.md"
+
+
+def test_readme_commands_are_code_blocks_and_inline_code() -> None:
+    text = ("Run `docker run --rm -v x:/data sr4rs\n  python -m demo` then:\n\n```\ndocker build -t sr4rs .\n"
+            "docker run sr4rs python sr.py \\\n  --input /data/x.tif\n```\nor `make demo`.\n")
+    assert readme_commands(text) == ["docker build -t sr4rs .",
+                                     "docker run sr4rs python sr.py --input /data/x.tif",
+                                     "docker run --rm -v x:/data sr4rs python -m demo", "make demo"]
 
 
 def test_nothing_the_image_has_is_installed_again(dockerfile: str) -> None:
