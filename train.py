@@ -10,10 +10,11 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
+from time import monotonic, perf_counter
 
 import numpy as np
 import tensorflow as tf
@@ -79,6 +80,8 @@ class TrainOptions:
         export: the SavedModel's weights: "best" (the checkpoint with the best validation PSNR; the last
             ones without validation data) or "last".
         early_stop: stop a phase after this many epochs without a better validation PSNR (0: never).
+        time_limit: stop the run after this many minutes of training, as at its end (validation,
+            checkpoint, export); 0: no limit.
         trainer: the network, scaling, optimiser and loss settings.
     """
 
@@ -104,6 +107,7 @@ class TrainOptions:
     valid_step: int = 0
     export: str = "best"
     early_stop: int = 0
+    time_limit: float = 0.0
     trainer: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -234,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment", action="store_true",
                    help="not in the original: turn each training pair by one of the 8 flips/quarter-turns "
                         "(the same for LR and HR), drawn at random")
+    g.add_argument("--time_limit", type=float, metavar="MINUTES",
+                   help="not in the original: stop after this many minutes of training (e.g. a job's wall "
+                        "time), as at the end: validation, checkpoint, SavedModel (0: no limit)")
     g.add_argument("--seed", type=int, help="random seed (weights, shuffling) for reproducible runs")
     p.set_defaults(**DEFAULTS)  # the dataclasses' defaults
     return p
@@ -298,7 +305,7 @@ def check_validation_options(options: TrainOptions) -> bool:
     """Refuse inconsistent validation options; whether the run validates."""
     if not 0 <= options.valid_split < 1:
         raise SR4RSError(f"--valid_split must be in [0, 1) (got {options.valid_split})")
-    for name in ("valid_step", "early_stop"):
+    for name in ("valid_step", "early_stop", "time_limit"):
         if getattr(options, name) < 0:
             raise SR4RSError(f"--{name} must be >= 0 (got {getattr(options, name)})")
     given = options.valid_lr_patches is not None, options.valid_hr_patches is not None
@@ -466,6 +473,12 @@ class Fit:
         # per phase: (best PSNR, epochs done then), for early stopping
         self.phase_best = {self.best["phase"]: (self.best["psnr"], self.best["epoch"])} if self.best else {}
         self.valid_postfix: dict[str, str] = {}
+        self.deadline = monotonic() + 60 * options.time_limit if options.time_limit else math.inf
+
+    @property
+    def out_of_time(self) -> bool:
+        """Whether the time limit is reached."""
+        return monotonic() >= self.deadline
 
     def run(self) -> dict[str, float]:
         """Train the epochs left; the losses of the last step."""
@@ -479,8 +492,14 @@ class Fit:
                     checkpoints.name)
         try:
             while self.index < len(self.schedule):
-                self.epoch(dataset)
+                if not self.epoch(dataset):
+                    self.stop_in_epoch()
+                    break
                 self.index = self.end_of_epoch()
+                if self.out_of_time and self.index < len(self.schedule):
+                    logger.info("Time limit of %s min reached (step %s)", self.options.time_limit,
+                                int(checkpoints.step))
+                    break
         except tf.errors.OpError as err:  # e.g. a patches file that became unreadable, out of memory
             raise SR4RSError(f"training stopped at step {int(checkpoints.step)}: "
                              f"{err.message.strip().splitlines()[0]}") from None
@@ -499,8 +518,9 @@ class Fit:
         """How the logs name the current epoch, e.g. "pre-training epoch 2/10"."""
         return f"{self.phase} epoch {self.index % self.options.epochs + 1}/{self.options.epochs}"
 
-    def epoch(self, dataset: tf.distribute.DistributedDataset) -> None:
-        """The current epoch of the schedule: one pass over the patches, with a progress bar."""
+    def epoch(self, dataset: tf.distribute.DistributedDataset) -> bool:
+        """The current epoch of the schedule: one pass over the patches, with a progress bar; False when
+        the time limit cut it."""
         step_fn = self.schedule[self.index][1]
         with tqdm(total=self.steps_per_epoch, desc=self.label(), unit="step", mininterval=1.0,
                   dynamic_ncols=True) as bar:
@@ -509,6 +529,9 @@ class Fit:
                 losses = {k.replace("gen_loss_", ""): f"{v:.4g}" for k, v in self.losses.items()}
                 bar.set_postfix({**losses, **self.valid_postfix}, refresh=False)
                 bar.update()
+                if self.out_of_time and bar.n < bar.total:
+                    return False
+        return True
 
     def step(self, step_fn: Callable, batch: dict[str, tf.Tensor]) -> None:
         """One train step, its losses (stop after DIVERGED_STEPS non-finite ones) and preview logged, and
@@ -550,6 +573,16 @@ class Fit:
                     int(self.checkpoints.step), self.patches.pop_wait_seconds(), saved)
         return following
 
+    def stop_in_epoch(self) -> None:
+        """The time limit cut the current epoch: validate, checkpoint (a resumed run restarts this epoch)
+        and log."""
+        improved = self.validator is not None and self.validate(self.index)
+        saved = self.checkpoints.save(self.index)
+        if improved:
+            self.checkpoints.save_best()
+        logger.info("Time limit of %s min reached in %s (step %s): checkpoint %s", self.options.time_limit,
+                    self.label(), int(self.checkpoints.step), saved)
+
     def generate_hr(self, lr: np.ndarray) -> np.ndarray:
         """The generator's full-resolution output for raw LR patches, as numpy."""
         return self.trainer.generate(tf.constant(lr))[1].numpy()
@@ -561,7 +594,7 @@ class Fit:
         Args:
             epochs_done: epochs done at this point (the current one included at its end).
         """
-        started = time.perf_counter()
+        started = perf_counter()
         step = int(self.checkpoints.step)
         scores, sr = self.validator.evaluate(self.generate_hr)
         scores.update(epoch=epochs_done, step=step, phase=self.phase)
@@ -579,7 +612,7 @@ class Fit:
         logger.info("Validation at step %s: SR %.3f dB, bicubic %.3f dB, gain %+.3f dB; SSIM %.4f vs %.4f%s; "
                     "best %+.3f dB (step %s)%s [%.1fs]", step, scores["psnr"], scores["psnr_bicubic"],
                     scores["gain_db"], scores["ssim"], scores["ssim_bicubic"], sam, self.best["gain_db"],
-                    self.best["step"], " (new best)" if improved else "", time.perf_counter() - started)
+                    self.best["step"], " (new best)" if improved else "", perf_counter() - started)
         return improved
 
 

@@ -390,3 +390,18 @@ def test_early_stop_and_the_export_of_the_best_or_last_weights(data, tmp_path, m
     exported = result.trainer.generator.conv1.weight.numpy()
     assert np.array_equal(exported, after_epoch_2) == (export == "best")
     assert read_metadata(result.savedmodel)["validation"]["step"] == result.validation["step"]
+
+
+@pytest.mark.slow
+def test_the_time_limit_stops_the_run_as_at_its_end(data, tmp_path, monkeypatch):
+    clock = iter(range(0, 100000, 25))  # 25 s per reading: at the start, after each step and epoch
+    monkeypatch.setattr(train, "monotonic", lambda: next(clock))
+    options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=tmp_path / "ck",
+                           savedmodel=tmp_path / "model", valid_split=0.25, time_limit=2, epochs=50,
+                           batchsize=3, seed=2, trainer=TrainConfig(depth=4, nresblocks=1, l1weight=1))
+    result = train.train(options)
+    # readings 25, 50, 75 (steps 1-3, epoch 1), 100 (its end), 125 >= 2 min: step 4 is the last
+    assert (result.steps, result.epochs_done) == (4, 1)
+    assert result.validation["step"] in (3, 4) and os.path.isdir(result.savedmodel)
+    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(result.checkpoints, "ckpt-*.index"))) \
+        == ["ckpt-0.index", "ckpt-1.index"]  # the end of epoch 1, and the cut epoch 2 (restarted on resume)
