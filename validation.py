@@ -24,7 +24,7 @@ import metrics
 from constants import SCALE
 from errors import SR4RSError
 from logs import get_logger
-from quicklook import side_by_side, stretch
+from quicklook import GAP, stretch
 from raster import gdal_errors
 
 logger = get_logger("validation")
@@ -238,12 +238,13 @@ class Validator:
 
     def preview(self, sr: np.ndarray) -> np.ndarray:
         """LR (nearest x4) | bicubic | SR | HR of the most detailed validation pairs, one row each, one
-        stretch (the HR's) per row: an RGB uint8 image [1, H, W, 3] for TensorBoard."""
+        stretch (the HR's) per row, GAP white pixels apart: an RGB uint8 image [1, H, W, 3] for
+        TensorBoard (numpy only: no Pillow needed to train)."""
         rows = []
         for i in self.preview_indices:
             lr_nearest = np.repeat(np.repeat(self.lr[i], SCALE, axis=0), SCALE, axis=1)
             panels = stretch([lr_nearest, self.bicubic[i], sr[i], self.hr[i]], self.hr[i])
-            rows.append(np.asarray(side_by_side(panels, ["LR", "bicubic", "SR", "HR"] if not rows else None)))
-        width = max(r.shape[1] for r in rows)
-        return np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-                               for r in rows])[np.newaxis]
+            gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
+            rows.append(np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1))
+            rows.append(np.full((GAP, rows[-1].shape[1], 3), 255, np.uint8))
+        return np.concatenate(rows[:-1])[np.newaxis]
