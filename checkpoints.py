@@ -20,7 +20,10 @@ logger = get_logger("checkpoints")
 
 TRAINER = "trainer"
 # The trainer settings (TrainConfig fields) a resumed run must share with its checkpoint.
-RESUME_SETTINGS = ("residual", "lr_scale", "hr_scale")
+RESUME_SETTINGS = ("residual", "lr_scale", "hr_scale", "upsampling")
+# Their values in checkpoints written before they were settings.
+SETTINGS_BEFORE = {"upsampling": "transposed"}
+SETTINGS_KEY = "settings/.ATTRIBUTES/VARIABLE_VALUE"
 MAX_TO_KEEP = 5
 BEST_DIR = "best"  # the run's best checkpoint by validation PSNR, in this sub-folder of its folder
 
@@ -109,23 +112,28 @@ class Checkpoints:
         if LOSS_SCALE in self._state and not any(n.startswith(f"{TRAINER}/{LOSS_SCALE}/") for n in names):
             raise SR4RSError(f"{path}: a float32 or bfloat16 run (no float16 loss scale in it): resume "
                              "it without --mixed_precision or with --mixed_precision bfloat16")
+        self._check_settings(path)
         try:
             self._checkpoint.restore(path).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as err:
             raise SR4RSError(f"{path}: the checkpoint does not match this network (same bands, "
                              f"--depth and --nresblocks?): {str(err).splitlines()[0]}") from None
-        saved, wanted = json.loads(self._settings.numpy()), self._current_settings()
+        logger.info("Resumed from %s: epoch %s, step %s", path, int(self.epoch), int(self.step))
+
+    def _check_settings(self, path: str) -> None:
+        """Refuse a checkpoint whose RESUME_SETTINGS differ from this run's, naming them."""
+        saved = json.loads(tf.train.load_checkpoint(path).get_tensor(SETTINGS_KEY))
+        saved, wanted = {**SETTINGS_BEFORE, **saved}, self._current_settings()
         differ = [f"--{k} {saved.get(k)} in the checkpoint, {wanted[k]} here" for k in wanted
                   if saved.get(k) != wanted[k]]
         if differ:
             raise SR4RSError(f"{path}: resume with the settings of the checkpoint ({'; '.join(differ)})")
-        logger.info("Resumed from %s: epoch %s, step %s", path, int(self.epoch), int(self.step))
 
     def _load_original(self, path: str, names: dict) -> None:
         """Assign the variables of an original (TF1) SR4RS checkpoint by name; optimisers start anew."""
-        if self.trainer.config.residual:
-            raise SR4RSError(f"{path}: an original SR4RS checkpoint has no residual skip: load it without "
-                             "--residual")
+        if self.trainer.config.residual or self.trainer.config.upsampling != "transposed":
+            raise SR4RSError(f"{path}: an original SR4RS checkpoint is the original network: load it without "
+                             "--residual and --upsampling")
         reader = tf.train.load_checkpoint(path)
         for var in self.trainer.generator.variables + self.trainer.discriminator.variables:
             name = var.name.split(":")[0]

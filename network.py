@@ -18,6 +18,9 @@ from logs import get_logger
 logger = get_logger("network")
 
 RESIDUALS = (None, "bicubic", "linear")
+# How the generator makes its x2 and x4 outputs: the original's fused transposed convs followed by
+# convolutions at those resolutions, or sub-pixel convolutions on the LR-resolution features.
+UPSAMPLINGS = ("transposed", "pixelshuffle")
 SKIP_RADIUS = 3
 BLUR_FILTER = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]).astype(np.float32) / 16.0
 
@@ -273,6 +276,19 @@ class _UpscaleStage(tf.Module):
         return x
 
 
+class _SubpixelHead(tf.Module):
+    """An output at `factor` times the LR resolution from LR-resolution features: a 3x3 conv to
+    factor^2 x C maps, rearranged by depth_to_space (ESPCN, Shi et al. 2016)."""
+
+    def __init__(self, scope: str, dim: int, nchannels: int, factor: int, zero_output: bool):
+        super().__init__(name=scope.rsplit("/", 1)[-1])
+        self.factor = factor
+        self.conv = Conv2D(f"{scope}/subpixel", 3, dim, factor * factor * nchannels, zero_init=zero_output)
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.depth_to_space(self.conv(x), self.factor)
+
+
 class Generator(tf.Module):
     """MSG-GAN generator: LR image (already times lr_scale) -> {1: 4x, 2: 2x, 4: 1x} images.
 
@@ -285,13 +301,20 @@ class Generator(tf.Module):
             linear upsampling (LinearSkip, starting as bicubic) instead. In both, the output convs start
             at zero, so the untrained generator is exactly the skip.
         residual_gain: hr_scale / lr_scale, turning scaled LR values into scaled HR values.
+        upsampling: "transposed" for the original x2 and x4 stages (fused transposed conv, blur, then
+            convolutions of 4 x dim maps at the x2 and x4 resolutions); "pixelshuffle": each of the x2 and
+            x4 outputs is a sub-pixel convolution of the LR-resolution features (_SubpixelHead), which
+            costs a small fraction of the original stages (docs/DESIGN.md §3).
     """
 
     def __init__(self, nchannels: int, nresblocks: int = 16, dim: int = 64, residual: str | None = None,
-                 residual_gain: float = 1.0):
+                 residual_gain: float = 1.0, upsampling: str = "transposed"):
         super().__init__(name=constants.GEN_SCOPE)
         if residual not in RESIDUALS:
             raise ValueError(f"unknown residual {residual}")
+        if upsampling not in UPSAMPLINGS:
+            raise ValueError(f"unknown upsampling {upsampling}")
+        self.upsampling = upsampling
         scope = constants.GEN_SCOPE
         self.nchannels = nchannels
         self.residual = residual
@@ -305,8 +328,11 @@ class Generator(tf.Module):
         self.resblocks = [_ResBlock(f"{scope}/encoder/ResBlock{i}", dim) for i in range(nresblocks)]
         self.lr_conv = Conv2D(f"{scope}/res_1x/conv1", 3, dim, dim)
         self.lr_output = Conv2D(f"{scope}/res_1x/output", 1, dim, nchannels, zero_init=zero)
-        self.half = _UpscaleStage(f"{scope}/res_2x", dim, 4 * dim, (3, 3, 5), nchannels, zero)
-        self.full = _UpscaleStage(f"{scope}/res_4x", 4 * dim, 4 * dim, (3, 3, 9), nchannels, zero)
+        if upsampling == "pixelshuffle":
+            self.heads = [_SubpixelHead(f"{scope}/res_{s}x", dim, nchannels, s, zero) for s in (2, 4)]
+        else:
+            self.half = _UpscaleStage(f"{scope}/res_2x", dim, 4 * dim, (3, 3, 5), nchannels, zero)
+            self.full = _UpscaleStage(f"{scope}/res_4x", 4 * dim, 4 * dim, (3, 3, 9), nchannels, zero)
 
     def __call__(self, lr: tf.Tensor) -> dict[int, tf.Tensor]:
         skip = lrelu(self.conv1(lr))
@@ -315,10 +341,13 @@ class Generator(tf.Module):
             net = block(net)
         net = pixel_norm(self.lr_conv(net)) + skip
         outputs = {4: self.lr_output(net)}
-        net = self.half(net)
-        outputs[2] = self.half.output(net)
-        net = self.full(net)
-        outputs[1] = self.full.output(net)
+        if self.upsampling == "pixelshuffle":
+            outputs[2], outputs[1] = (head(net) for head in self.heads)
+        else:
+            net = self.half(net)
+            outputs[2] = self.half.output(net)
+            net = self.full(net)
+            outputs[1] = self.full.output(net)
         for i, factor in enumerate(constants.FACTORS if self.residual else ()):
             if self.residual == "linear":
                 skip = self.skips[i](lr)

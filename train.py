@@ -29,7 +29,7 @@ from errors import SR4RSError
 from export import check_new_savedmodel_path, export_savedmodel
 from logs import get_logger, setup_logging
 from losses import LOSS_TYPES
-from network import RESIDUALS, SKIP_RADIUS, upsample_bicubic
+from network import RESIDUALS, SKIP_RADIUS, UPSAMPLINGS, upsample_bicubic
 from skip_fit import fit_linear_skips
 from trainer import COMPUTE_DTYPES, TrainConfig, Trainer
 from validation import Validator, split_by_position
@@ -229,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "bicubic upsampling; linear: a learned linear upsampling (7x7 LR window), first "
                         "fitted by least squares on the training patches, so training starts from the best "
                         "linear super-resolution of your data (see README)")
+    g.add_argument("--upsampling", choices=UPSAMPLINGS,
+                   help="not in the original (default: transposed, the original network): how the x2 and "
+                        "x4 outputs are made. pixelshuffle: sub-pixel convolutions of the LR-resolution "
+                        "features (ESPCN), at a small fraction of the cost of the original's x2/x4 stages, "
+                        "and they learn where those do not (see README, Recommended recipes)")
     g.add_argument("--mixed_precision", dest="compute_dtype",
                    choices=[d for d in COMPUTE_DTYPES if d != DEFAULTS["compute_dtype"]],
                    help="compute the networks in this dtype instead of float32 (the original's); "
@@ -273,6 +278,7 @@ def validate(options: TrainOptions) -> None:
         if value < 0:
             raise SR4RSError(f"--{name} must be >= 0 (got {value})")
     choices = {"losstype": (cfg.losstype, LOSS_TYPES), "residual": (cfg.residual, RESIDUALS),
+               "upsampling": (cfg.upsampling, UPSAMPLINGS),
                "compute_dtype": (cfg.compute_dtype, COMPUTE_DTYPES),
                "vggfeatures": (options.vggfeatures, tuple(FEATURES))}
     for name, (value, allowed) in choices.items():
@@ -327,6 +333,8 @@ def run_name(options: TrainOptions, now: datetime.datetime) -> str:
     name = "SR4RS" + "".join(f"_{key}{value}" for key, value in parts if value)
     if cfg.residual:
         name += f"_Residual-{cfg.residual}"
+    if cfg.upsampling != DEFAULTS["upsampling"]:
+        name += f"_Upsampling-{cfg.upsampling}"
     if cfg.compute_dtype != DEFAULTS["compute_dtype"]:
         name += f"_MixedPrecision-{cfg.compute_dtype}"
     if options.pretrain:
@@ -349,6 +357,7 @@ def log_summary(options: TrainOptions) -> None:
              ("Low-res image scale", cfg.lr_scale), ("Hi-res image scale", cfg.hr_scale),
              ("Pre-training", "yes" if options.pretrain else "no"),
              ("Residual skip", cfg.residual or "none (original network)"),
+             ("Upsampling", cfg.upsampling),
              ("Compute dtype", f"{cfg.compute_dtype} (mixed precision)" if mixed else cfg.compute_dtype),
              ("Patches reading", "streaming" if options.streaming else "in memory"),
              ("Augmentation", "8 flips/quarter-turns" if options.augment else "none")]
@@ -398,8 +407,8 @@ def read_patches(options: TrainOptions, replicas: int, vgg: bool) -> PatchesData
         raise SR4RSError(f"--batchsize {options.batchsize} must be a multiple of the {replicas} devices")
     if vgg and patches.nbands < 3:
         raise SR4RSError(f"--vggfile needs RGB: the patches have {patches.nbands} band(s), 3 at least")
-    if cfg.residual == "linear" and patches.lr_patch_size < SKIP_RADIUS:
-        raise SR4RSError(f"--residual linear needs LR patches of at least {SKIP_RADIUS} pixels "
+    if cfg.residual == "linear" and patches.lr_patch_size < 2 * SKIP_RADIUS + 1:
+        raise SR4RSError(f"--residual linear needs LR patches of at least {2 * SKIP_RADIUS + 1} pixels "
                          f"(they have {patches.lr_patch_size})")
     check_scales(patches.lr_stats, cfg.lr_scale, "lr")
     check_scales(patches.hr_stats, cfg.hr_scale, "hr")
@@ -679,6 +688,7 @@ def train(options: TrainOptions, strategy: tf.distribute.Strategy | None = None)
                           description={"lr_stats": patches.lr_stats, "hr_stats": patches.hr_stats,
                                        "dtype": np.dtype(patches.dtype).name, "depth": cfg.depth,
                                        "nresblocks": cfg.nresblocks, "residual": cfg.residual,
+                                       "upsampling": cfg.upsampling,
                                        "run": checkpoints.name, "epochs_done": epochs_done, "steps": steps,
                                        "validation": validation, "train_args": dataclasses.asdict(options)})
     return TrainResult(run=checkpoints.name, checkpoints=checkpoints.directory, logdir=board.directory,

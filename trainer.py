@@ -51,6 +51,7 @@ class TrainConfig:
         ganweight: GAN loss weight.
         losstype: one of losses.LOSS_TYPES.
         residual: one of network.RESIDUALS (None: the original network).
+        upsampling: one of network.UPSAMPLINGS ("transposed": the original network).
         compute_dtype: the networks' dtype, one of COMPUTE_DTYPES (train.py's --mixed_precision).
         loss_scale_interval: with float16, the loss scale doubles after this many finite steps in a row.
     """
@@ -67,6 +68,7 @@ class TrainConfig:
     ganweight: float = 1.0
     losstype: str = "WGAN-GP"
     residual: str | None = None
+    upsampling: str = "transposed"
     compute_dtype: str = "float32"
     loss_scale_interval: int = 2000
 
@@ -181,7 +183,8 @@ class Trainer(tf.Module):
         self.vgg_features = vgg_features
         with self.strategy.scope():
             self.generator = Generator(nbands, config.nresblocks, config.depth, config.residual,
-                                       residual_gain=config.hr_scale / config.lr_scale)
+                                       residual_gain=config.hr_scale / config.lr_scale,
+                                       upsampling=config.upsampling)
             self.discriminator = Discriminator(config.depth)
             self.discriminator.build(nbands)
             gen_vars = list(self.generator.trainable_variables)

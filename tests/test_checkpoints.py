@@ -68,6 +68,7 @@ def test_the_checkpoint_keys_stay_those_of_earlier_checkpoints(saved):
 
 @pytest.mark.parametrize("settings, message", [
     ({"residual": "bicubic"}, "(--residual None in the checkpoint, bicubic here)"),
+    ({"upsampling": "pixelshuffle"}, "(--upsampling transposed in the checkpoint, pixelshuffle here)"),
     ({"lr_scale": 1e-3, "hr_scale": 2e-4},
      "(--lr_scale 0.0001 in the checkpoint, 0.001 here; --hr_scale 0.0001 in the checkpoint, 0.0002 here)"),
 ])
@@ -136,9 +137,10 @@ def test_an_original_tf1_checkpoint_loads_into_the_networks(tmp_path_factory):
 
 @pytest.mark.slow
 @needs_original
-def test_an_original_checkpoint_with_residual_is_refused(tmp_path_factory):
+@pytest.mark.parametrize("change", [{"residual": "linear"}, {"upsampling": "pixelshuffle"}])
+def test_an_original_checkpoint_into_another_network_is_refused(tmp_path_factory, change):
     savedmodel = cached(tmp_path_factory, "original_4b", lambda p: original_model(p, nbands=4))
-    trainer = tiny_trainer(nbands=4, residual="linear")
+    trainer = tiny_trainer(nbands=4, **change)
     checkpoints = Checkpoints(trainer, str(tmp_path_factory.mktemp("unused")), "run")
-    with pytest.raises(SR4RSError, match="has no residual skip"):
+    with pytest.raises(SR4RSError, match="is the original network: load it without --residual"):
         checkpoints.restore(savedmodel + "_work/ck")

@@ -537,3 +537,50 @@ def test_float16_inputs():
                                atol=2e-2 * np.abs(ref_score).max())
     grads = tape.gradient(loss, gen.trainable_variables + dis.trainable_variables)
     assert all(g is not None and g.dtype == tf.float32 and np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+@pytest.mark.parametrize("nbands", [1, 4])
+def test_pixelshuffle_generator_shapes_variables_and_cost(nbands):
+    lr = tf.random.uniform([2, 7, 9, nbands], seed=3)
+    shuffle = network.Generator(nbands, nresblocks=2, dim=8, upsampling="pixelshuffle")
+    out = shuffle(lr)
+    assert {f: tuple(out[f].shape) for f in constants.FACTORS} == {
+        1: (2, 28, 36, nbands), 2: (2, 14, 18, nbands), 4: (2, 7, 9, nbands)}
+    original = {v.name: v.shape for v in network.Generator(nbands, 2, 8).trainable_variables}
+    names = {v.name: v.shape for v in shuffle.trainable_variables}
+    # the encoder and the LR-resolution output are the original's; the x2/x4 stages are two 3x3 convs
+    assert {k: v for k, v in original.items() if "res_2x" not in k and "res_4x" not in k} == \
+        {k: v for k, v in names.items() if "res_2x" not in k and "res_4x" not in k}
+    assert names["gen/res_2x/subpixel/weight:0"] == (3, 3, 8, 4 * nbands)
+    assert names["gen/res_4x/subpixel/weight:0"] == (3, 3, 8, 16 * nbands)
+    assert sum(np.prod(s) for s in names.values()) < sum(np.prod(s) for s in original.values()) / 2
+
+
+def test_pixelshuffle_heads_place_each_phase_where_depth_to_space_puts_it():
+    """A head whose conv copies channel k of the centre tap to output phase k: the x4 output of a constant
+    LR image of value v puts 16 different values, in raster order, in each 4x4 block."""
+    head = network._SubpixelHead("gen/res_4x", dim=16, nchannels=1, factor=4, zero_output=False)
+    kernel = np.zeros((3, 3, 16, 16), np.float32)
+    kernel[1, 1] = np.eye(16) / head.conv.runtime_scale
+    head.conv.weight.assign(kernel)
+    head.conv.bias.assign(np.zeros(16, np.float32))
+    features = tf.reshape(tf.range(16, dtype=tf.float32), [1, 1, 1, 16]) * tf.ones([1, 3, 3, 16])
+    out = head(features).numpy()[0, :, :, 0]
+    np.testing.assert_allclose(out[4:8, 4:8], np.arange(16).reshape(4, 4), atol=1e-5)
+
+
+@pytest.mark.parametrize("residual", ["bicubic", "linear"])
+def test_an_untrained_residual_pixelshuffle_generator_is_its_skip(residual):
+    generator = network.Generator(3, nresblocks=1, dim=4, residual=residual, upsampling="pixelshuffle")
+    lr = tf.random.uniform([1, 12, 12, 3], seed=4)
+    out = generator(lr)
+    for factor in constants.FACTORS:
+        expected = network.upsample_bicubic(lr, constants.SCALE // factor)
+        m = 3 * (constants.SCALE // factor)  # mirrored (linear skip) and clamped (bicubic) borders differ
+        np.testing.assert_allclose(out[factor].numpy()[:, m:-m, m:-m], expected.numpy()[:, m:-m, m:-m],
+                                   atol=1e-5)
+
+
+def test_an_unknown_upsampling_is_refused():
+    with pytest.raises(ValueError, match="unknown upsampling"):
+        network.Generator(3, upsampling="nearest")
