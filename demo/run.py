@@ -1,13 +1,14 @@
-"""The whole SR4RS workflow on a built-in demo scene, in a few minutes on a CPU (`make demo`,
-`python -m demo --out DIR` from the repository root).
+"""The whole SR4RS workflow on a real image, in a few minutes on a CPU (`make demo`, `python -m demo --out
+DIR` from the repository root).
 
-1. make a 10 m / 2.5 m RGBN scene pair (demo/scene.py: fields, roads, river, villages, forest; LR =
-   HR blurred by a sensor PSF and decimated 4x), and split it: the left 3/4 for training, the right
-   1/4 held out;
+1. cut the image (default: a Landsat 8 crop shipped in demo/data, 30 m) into a training part and a
+   held-out test part (its right quarter), and make each part's LR input (120 m) by averaging 4 x 4
+   pixel blocks (demo/pairs.py);
 2. extract co-located LR/HR patches from the training part (extract_patches.py);
-3. train a small network (train.py: pre-training, then GAN), TensorBoard logs, SavedModel;
-4. super-resolve the held-out LR part (sr.py);
-5. compare with the held-out HR and with GDAL's bicubic upsampling (evaluate.py).
+3. train with the recommended CPU recipe for a few minutes, 10% of the training pairs held out for
+   validation (train.py), TensorBoard logs, SavedModel;
+4. super-resolve the test part's LR (sr.py);
+5. compare with the test part's HR and with GDAL's bicubic upsampling of the same LR (evaluate.py).
 
 Each step runs the project's command line exactly as a user would; the commands are printed.
 """
@@ -25,17 +26,17 @@ from collections.abc import Sequence
 
 from osgeo import gdal
 
+from demo.pairs import make_pairs
+from demo.recipes import CPU_RECIPE
 from errors import SR4RSError
+from quicklook import require_pillow
+from raster import open_raster, read_array
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: commands run there
+IMAGE = os.path.join(ROOT, "demo", "data", "landsat8_rgb_30m_crop.tif")
 MARKER = ".sr4rs-demo"  # marks a folder made by the demo (emptied by the next demo)
-TRAIN_FRACTION = 0.75  # LR columns [0, 3/4) train, [3/4, 1) held out
-# The demo's training settings (README, "make demo"): small network, opt-in linear residual skip.
-TRAIN_SETTINGS = ["--depth", "8", "--nresblocks", "2", "--epochs", "1", "--batchsize", "8",
-                  "--adam_lr", "0.0005", "--adam_b1", "0.9", "--l1weight", "0", "--l2weight", "1000",
-                  "--vggweight", "0", "--ganweight", "0.01", "--losstype", "WGAN-GP", "--residual", "linear",
-                  "--lr_scale", "0.0001", "--hr_scale", "0.0001", "--previews_step", "50", "--seed", "0",
-                  "--pretrain"]
+TEST_SHARE = 0.25  # the right quarter is held out
+PREVIEW = 48  # LR pixels a side of the TensorBoard preview (a crop of the test part)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_out",
                    help="folder for everything the demo writes (default demo_out; emptied first)")
-    p.add_argument("--size", type=int, default=2048,
-                   help="HR scene size in pixels (multiple of 16; default 2048)")
+    p.add_argument("--image", default=IMAGE,
+                   help="the real HR image (default: the Landsat 8 crop of demo/data); its LR is made by "
+                        "4 x 4 averaging")
+    p.add_argument("--minutes", type=float, default=3.0, help="training time (default 3)")
     p.add_argument("--patchsize", type=int, default=16, help="LR patch size (default 16)")
-    p.add_argument("--max_patches", type=int, default=1600, help="training patches (default 1600)")
-    p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     return p
 
 
@@ -77,20 +78,9 @@ def prepare_folder(out: str) -> None:
     open(marker, "w").close()
 
 
-def split_scene(lr: str, hr: str, folder: str) -> dict[str, str]:
-    """Crop the scene pair into a training part and a held-out part (never seen in training)."""
-    ds = gdal.Open(lr)
-    cols, rows = ds.RasterXSize, ds.RasterYSize
-    train_cols = int(cols * TRAIN_FRACTION)
-    paths = {name: os.path.join(folder, f"{name}.tif") for name in
-             ("lr_train", "hr_train", "lr_heldout", "hr_heldout", "preview")}
-    windows = {"lr_train": (lr, [0, 0, train_cols, rows], 1), "hr_train": (hr, [0, 0, train_cols, rows], 4),
-               "lr_heldout": (lr, [train_cols, 0, cols - train_cols, rows], 1),
-               "hr_heldout": (hr, [train_cols, 0, cols - train_cols, rows], 4),
-               "preview": (lr, [train_cols, rows // 2, min(48, cols - train_cols), 48], 1)}
-    for name, (src, window, scale) in windows.items():
-        gdal.Translate(paths[name], src, srcWin=[v * scale for v in window], creationOptions=["TILED=YES"])
-    return paths
+def scale_of(lr: str) -> str:
+    """--lr_scale/--hr_scale bringing the image's values into [0, 1] (1 / its maximum)."""
+    return f"{1.0 / float(max(1e-12, float(read_array(open_raster(lr)).max()))):.3g}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,40 +90,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: command-line arguments (default: sys.argv[1:]).
     """
     args = build_parser().parse_args(argv)
-    if args.size % 16 or args.size < 512:
-        raise SR4RSError(f"--size {args.size}: use a multiple of 16, at least 512")
+    if args.minutes <= 0 or args.patchsize < 8:
+        raise SR4RSError("--minutes must be > 0 and --patchsize >= 8")
+    require_pillow("the demo")
     start = time.time()
     out = os.path.abspath(args.out)
     prepare_folder(out)
     py = sys.executable
-    scene, logs = os.path.join(out, "scene"), os.path.join(out, "logs")
+    logs = os.path.join(out, "logs")
     os.makedirs(logs)
     model = os.path.join(out, "savedmodel")
 
-    run("1/5 demo scene (10 m LR / 2.5 m HR, 4 bands)",
-        [py, "-m", "demo.scene", scene, "--size", str(args.size), "--seed", str(args.seed),
-         "--png", os.path.join(out, "scene_quicklook.png")], os.path.join(logs, "1_scene.log"))
-    parts = split_scene(os.path.join(scene, "demo_lr_10m.tif"), os.path.join(scene, "demo_hr_2.5m.tif"), out)
+    print(f"\n== 1/5 training and test parts of {args.image}, LR by 4 x 4 averaging", flush=True)
+    parts = make_pairs(args.image, out, TEST_SHARE)
+    print(f"   {parts.description}")
+    preview = os.path.join(out, "preview_lr.tif")  # for TensorBoard: a crop of the test part
+    gdal.Translate(preview, parts.test_lr, srcWin=[0, 0, PREVIEW, PREVIEW])
     patches = {k: os.path.join(out, f"{k}_patches.tif") for k in ("lr", "hr")}
     run("2/5 patches from the training part",
-        [py, "extract_patches.py", "--lr", parts["lr_train"], "--hr", parts["hr_train"],
+        [py, "extract_patches.py", "--lr", parts.train_lr, "--hr", parts.train_hr,
          "--lr_patchsize", str(args.patchsize), "--step", str(args.patchsize // 2),
-         "--max_patches", str(args.max_patches), "--out_lr", patches["lr"], "--out_hr", patches["hr"]],
+         "--out_lr", patches["lr"], "--out_hr", patches["hr"]],
         os.path.join(logs, "2_patches.log"))
-    run("3/5 training (pre-training, then GAN)",
+    scale = scale_of(parts.train_lr)
+    run(f"3/5 training: the recommended CPU recipe for {args.minutes:g} minutes",
         [py, "train.py", "--lr_patches", patches["lr"], "--hr_patches", patches["hr"],
-         "--preview", parts["preview"], "--logdir", os.path.join(out, "tensorboard"),
-         "--save_ckpt", os.path.join(out, "ckpts") + os.sep, "--savedmodel", model, *TRAIN_SETTINGS],
+         "--preview", preview, "--logdir", os.path.join(out, "tensorboard"),
+         "--save_ckpt", os.path.join(out, "ckpts") + os.sep, "--savedmodel", model,
+         "--lr_scale", scale, "--hr_scale", scale, *CPU_RECIPE, "--time_limit", f"{args.minutes:g}",
+         "--seed", "0"],
         os.path.join(logs, "3_train.log"))
-    sr = os.path.join(out, "sr_heldout_2.5m.tif")
-    run("4/5 super-resolution of the held-out part",
-        [py, "sr.py", "--input", parts["lr_heldout"], "--savedmodel", model, "--output", sr,
-         "--engine", "tf"],
+    sr = os.path.join(out, "sr_test.tif")
+    run("4/5 super-resolution of the test part",
+        [py, "sr.py", "--input", parts.test_lr, "--savedmodel", model, "--output", sr, "--engine", "tf"],
         os.path.join(logs, "4_sr.log"))
     metrics, quicklook = os.path.join(out, "metrics.json"), os.path.join(out, "quicklook.png")
-    run("5/5 evaluation against the held-out HR and GDAL bicubic",
-        [py, "evaluate.py", "--sr", sr, "--ref", parts["hr_heldout"], "--lr", parts["lr_heldout"],
-         "--data_range", "10000", "--out", metrics, "--png", quicklook], os.path.join(logs, "5_evaluate.log"))
+    run("5/5 evaluation against the test part's HR and GDAL bicubic",
+        [py, "evaluate.py", "--sr", sr, "--ref", parts.test_hr, "--lr", parts.test_lr,
+         "--out", metrics, "--png", quicklook], os.path.join(logs, "5_evaluate.log"))
 
     with open(os.path.join(logs, "5_evaluate.log")) as f:
         print("\n" + f.read().strip())
@@ -142,13 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     gain = result["sr_minus_bicubic"]["psnr"]
     verdict = "above" if gain > 0 else "NOT above"
     print(f"\nSR PSNR {result['sr']['psnr']:.2f} dB vs bicubic {result['bicubic']['psnr']:.2f} dB: "
-          f"{gain:+.2f} dB, {verdict} bicubic on the held-out part.")
-    print(f"\nEverything is in {out}:\n  scene/              the LR/HR scene pair (+ scene_quicklook.png)\n"
+          f"{gain:+.2f} dB, {verdict} bicubic on the test part (real imagery, never trained on).")
+    print(f"\nEverything is in {out}:\n"
+          f"  train_hr.tif, train_lr.tif, test_hr.tif, test_lr.tif   the two parts (LR by 4 x 4 mean)\n"
           f"  lr_patches.tif, hr_patches.tif (+ lr_patches_centers.gpkg)\n"
           f"  savedmodel/         the exported model (python sr.py --savedmodel {model} ...)\n"
-          f"  sr_heldout_2.5m.tif the super-resolved held-out part\n"
+          f"  sr_test.tif         the super-resolved test part\n"
           f"  metrics.json, quicklook.png   the evaluation\n  logs/               every command's output")
-    print(f"\nTensorBoard: {os.path.join(ROOT, '.venv', 'bin', 'tensorboard')} --logdir "
+    tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    print(f"\nTensorBoard: {tensorboard if os.path.exists(tensorboard) else 'tensorboard'} --logdir "
           f"{os.path.join(out, 'tensorboard')}  (then open http://localhost:6006)")
     print(f"\nDemo finished in {(time.time() - start) / 60:.1f} minutes.")
     return 0

@@ -432,8 +432,9 @@ def test_main_source_follows_a_package_main(tmp_path) -> None:
 def test_every_file_the_tools_need_is_copied_at_its_place(image: tuple[dict[str, str], str]) -> None:
     copied, workdir = image
     needed = project_closure(ROOT, ENTRY_POINTS)
-    assert needed > set(ENTRY_POINTS) and {"errors.py", "demo/run.py", "demo/scene.py"} <= needed
+    assert needed > set(ENTRY_POINTS) and {"errors.py", "demo/run.py", "demo/pairs.py"} <= needed
     assert workdir != "/"
+    needed.add("demo/data/landsat8_rgb_30m_crop.tif")  # the demo's image
     misplaced = sorted(f for f in needed if copied.get(posixpath.join(workdir, f)) != f)
     assert not misplaced, (f"not copied into the image at {workdir}/<path in the repository> (COPY lines "
                            f"or .dockerignore): {misplaced}")

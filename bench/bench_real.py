@@ -1,0 +1,96 @@
+"""Quality on real imagery: does a model trained with the recommended CPU recipe beat bicubic upsampling
+on a part of a real image it never saw?
+
+    .venv/bin/python bench/bench_real.py --hr IMAGE [--minutes M] [--out DIR] [--nodata none]
+
+1-2. demo/pairs.py: HR = IMAGE (any GDAL raster, e.g. uint8 or uint16, 3 or 4 bands), LR = the mean of
+   each 4 x 4 block; the last quarter of the image along its longer side is held out (the test part),
+   the rest is the training part.
+3. extract_patches.py: 16 x 16 LR patches every 8 LR pixels from the training part (HR 64 x 64).
+4. train.py with the recommended CPU recipe (README, "Recommended recipes") for M minutes, 10% of the
+   training pairs held out by position for validation (which picks the exported weights), never the
+   test part.
+5. sr.py (built-in engine) on the test part's LR; evaluate.py against the test part's HR, with GDAL's
+   bicubic upsampling of the same LR as the baseline.
+
+The last line printed is a JSON object: psnr_sr, psnr_bicubic, gain_db, ssim_sr, ssim_bicubic,
+sam_sr, sam_bicubic, train_s, steps, valid_gain_db (the exported weights' validation score) and the
+settings. `--section NAME` also writes a row of results into BENCHMARKS.md (section NAME).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import evaluate  # noqa: E402
+import extract_patches  # noqa: E402
+import sr  # noqa: E402
+import train  # noqa: E402
+from bench.report import machine  # noqa: E402
+from demo.pairs import make_pairs  # noqa: E402
+from demo.recipes import CPU_RECIPE  # noqa: E402
+from raster import open_raster, read_array  # noqa: E402
+
+TEST_SHARE = 0.25  # the held-out test part: the last quarter along the longer side
+LR_PATCH, STEP = 16, 8  # LR patch size and grid step of the training patches
+
+
+def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[str]) -> dict:
+    """The whole benchmark on one image; the results (see the module's doc)."""
+    parts = make_pairs(image, folder, TEST_SHARE, use_nodata)
+    patches = {k: os.path.join(folder, f"{k}_patches.tif") for k in ("lr", "hr")}
+    assert extract_patches.main(["--lr", parts.train_lr, "--hr", parts.train_hr, "--lr_patchsize",
+                                 str(LR_PATCH), "--step", str(STEP), "--out_lr", patches["lr"], "--out_hr",
+                                 patches["hr"], "--quiet"]) == 0
+    scale = f"{1.0 / float(np.nanmax(read_array(open_raster(parts.train_lr)))):.3g}"  # values in [0, 1]
+    model = os.path.join(folder, "savedmodel")
+    options = train.options_from_args(train.build_parser().parse_args(
+        ["--lr_patches", patches["lr"], "--hr_patches", patches["hr"], "--save_ckpt",
+         os.path.join(folder, "ckpts") + "/", "--logdir", os.path.join(folder, "logs"), "--savedmodel", model,
+         "--lr_scale", scale, "--hr_scale", scale, "--time_limit", str(minutes), "--seed", "0",
+         *recipe]))
+    started = time.perf_counter()
+    result = train.train(options)
+    train_s = time.perf_counter() - started
+    sr_image = os.path.join(folder, "test_sr.tif")
+    assert sr.main(["--input", parts.test_lr, "--savedmodel", model, "--output", sr_image,
+                    "--engine", "tf", "--quiet"]) == 0
+    scores = evaluate.evaluate(sr_image, parts.test_hr, parts.test_lr)["metrics"]
+    ours, bicubic = scores["sr"], scores["bicubic"]
+    return {"image": parts.description, "minutes": minutes, "psnr_sr": ours["psnr"],
+            "psnr_bicubic": bicubic["psnr"], "gain_db": ours["psnr"] - bicubic["psnr"],
+            "ssim_sr": ours["ssim"], "ssim_bicubic": bicubic["ssim"],
+            "sam_sr": ours["sam"], "sam_bicubic": bicubic["sam"], "train_s": round(train_s, 1),
+            "steps": result.steps, "valid_gain_db": result.validation.get("gain_db"),
+            "exported_step": result.validation.get("step"), "recipe": " ".join(recipe),
+            "machine": machine()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hr", required=True, help="a real image (any GDAL raster)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
+    p.add_argument("--out", help="working folder (default: a temporary one, deleted)")
+    p.add_argument("--nodata", choices=["file", "none"], default="file",
+                   help="use the image's nodata value, or none (e.g. 8-bit images whose declared nodata "
+                        "255 is also saturated white)")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.out or tmp
+        os.makedirs(folder, exist_ok=True)
+        result = run(args.hr, args.minutes, folder, args.nodata == "file", CPU_RECIPE)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
