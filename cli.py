@@ -1,12 +1,29 @@
 """The command-line boundary: `run_cli` runs a command's `main(argv)` and turns user mistakes into one
-line on stderr and exit code 2; the `sr4rs-*` entry points of the installed package."""
+line on stderr and exit code 2; `ArgumentParser` makes usage errors such mistakes; the `sr4rs-*` entry
+points of the installed package."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from errors import SR4RSError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are SR4RSError: one line `error: ...` and exit code 2 under
+    `run_cli`, like every other mistake (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SR4RSError(f"{message} (see {self.prog} --help)")
+
+
+def os_error_text(err: OSError) -> str:
+    """The system's reason in lower case, e.g. "no space left on device"."""
+    reason = err.strerror or str(err)
+    return reason[:1].lower() + reason[1:]
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
@@ -22,8 +39,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
     """
     try:
         return int(main(argv) or 0)
-    except (SR4RSError, OSError) as err:  # OSError: the system said no (permissions, full disk, ...)
+    except SR4RSError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the system said no (permissions, full disk, ...): "error: FILE: reason"
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{os_error_text(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from typing import Any
 
 import tensorflow as tf
 
 import constants
+from cli import os_error_text
 from errors import SR4RSError
 from logs import get_logger
 
@@ -54,6 +55,8 @@ def check_new_savedmodel_path(path: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise SR4RSError(f"{path}: the parent directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SR4RSError(f"{path}: permission denied (cannot write in {parent})")
 
 
 def export_savedmodel(generator: tf.Module, path: str, nbands: int, lr_scale: float, hr_scale: float,
@@ -71,7 +74,11 @@ def export_savedmodel(generator: tf.Module, path: str, nbands: int, lr_scale: fl
     check_new_savedmodel_path(path)
     model = ServingModel(generator, nbands, lr_scale, hr_scale)
     parent = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.", dir=parent)
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.{secrets.token_hex(4)}")
+    try:
+        os.mkdir(tmp)  # the umask's permissions (tempfile.mkdtemp's 700 would lock other users out)
+    except OSError as err:
+        raise SR4RSError(f"{path}: cannot write in {parent} ({os_error_text(err)})") from None
     try:
         tf.saved_model.save(model, tmp, signatures={constants.SIGNATURE_KEY: model.serve})
         metadata = {"format": "sr4rs", "version": 1, "nbands": nbands, "lr_scale": float(lr_scale),

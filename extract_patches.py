@@ -17,19 +17,20 @@ import numpy as np
 from osgeo import gdal, gdal_array, ogr, osr
 from tqdm import tqdm
 
-from cli import run_cli
+from cli import ArgumentParser, os_error_text, run_cli
 from constants import SCALE
 from errors import SR4RSError
 from logs import get_logger, setup_logging
 from raster import (
     Grid,
     atomic_output,
-    check_output_path,
+    check_outputs,
+    close_dataset,
     gdal_errors,
     gdal_type,
     numpy_type_of,
+    open_dataset,
     open_raster,
-    require_file,
     srs_from_wkt,
 )
 
@@ -163,9 +164,9 @@ class Source:
         return True
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The command line of extract_patches.py."""
-    p = argparse.ArgumentParser(description=DESCRIPTION, epilog=EPILOG,
+    p = ArgumentParser(description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lr", required=True, metavar="IMAGE",
                    help="low-resolution image (any GDAL-readable raster)")
@@ -231,14 +232,8 @@ def _check_args(args: argparse.Namespace) -> str:
             raise SR4RSError(f"{out}: patches images are GeoTIFF, use a .tif name")
     if os.path.splitext(centers)[1].lower() != ".gpkg":
         raise SR4RSError(f"{centers}: the centres file is a GeoPackage, use a .gpkg name")
-    outs = [os.path.abspath(p) for p in (args.out_lr, args.out_hr, centers)]
-    if len(set(outs)) != 3:
-        raise SR4RSError("--out_lr, --out_hr and the centres GeoPackage must be different files")
-    ins = {os.path.abspath(p) for p in (args.lr, args.hr, args.vec) if p}
-    for out in outs:
-        if out in ins:
-            raise SR4RSError(f"{out}: an output would overwrite an input")
-        check_output_path(out)
+    check_outputs({"--out_lr": args.out_lr, "--out_hr": args.out_hr, "the centres GeoPackage": centers},
+                  {"--lr": args.lr, "--hr": args.hr, "--vec": args.vec})
     return centers
 
 
@@ -285,11 +280,9 @@ def _grid_candidates(lr: Grid, size: int, step: int) -> Candidates:
 def _point_candidates(path: str, layer_name: str | None, field_name: str | None, lr: Grid, lr_wkt: str,
                       size: int) -> Candidates:
     """LR windows of the points of a vector layer (reprojected to the LR CRS when needed)."""
-    require_file(path)
-    with gdal_errors(f"{path}: not a readable vector layer"):
-        vds = ogr.Open(path)
-    if vds is None or vds.GetLayerCount() == 0:
-        raise SR4RSError(f"{path}: not a readable vector layer")
+    vds = open_dataset(ogr.Open, path, "vector layer")
+    if vds.GetLayerCount() == 0:
+        raise SR4RSError(f"{path}: not a readable vector layer (no layer)")
     if layer_name:
         layer = vds.GetLayerByName(layer_name)
         if layer is None:
@@ -359,33 +352,41 @@ def _cast(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return arr.astype(dtype)
 
 
-def _write_patches(path: str, spill: np.ndarray, order: np.ndarray, pixel: tuple[float, float]) -> None:
-    """Write the patches kept (spill[order]) as an OTBTF patches image (geotransform as OTB writes it)."""
+def _write_patches(path: str, name: str, spill: np.ndarray, order: np.ndarray,
+                   pixel: tuple[float, float]) -> None:
+    """Write the patches kept (spill[order]) as an OTBTF patches image (geotransform as OTB writes it)
+    to `path`, named `name` in the errors."""
     n, size, _, nbands = len(order), spill.shape[1], spill.shape[2], spill.shape[3]
     gtype = gdal_array.NumericTypeCodeToGDALTypeCode(spill.dtype)
     options = ["BIGTIFF=IF_SAFER"]
-    with gdal_errors(f"{path}: cannot create"):
+    with gdal_errors(f"{name}: cannot create"):
         ds = gdal.GetDriverByName("GTiff").Create(path, size, n * size, nbands, gtype, options)
     px, py = pixel
     ds.SetGeoTransform((-0.5 * px, px, 0.0, -0.5 * py, 0.0, py))  # as OTB: pixel (0, 0) centred on (0, 0)
     per_chunk = max(1, WRITE_CHUNK_ROWS // size)
-    for start in range(0, n, per_chunk):
-        block = spill[order[start:start + per_chunk]]
-        rows = block.reshape(-1, size, nbands)
-        for b in range(nbands):
-            ds.GetRasterBand(b + 1).WriteArray(np.ascontiguousarray(rows[:, :, b]), 0, start * size)
-    ds.FlushCache()
-    ds = None
-
-
-def _write_centers(path: str, srs_wkt: str, xy: np.ndarray, patch_fids: np.ndarray, cols: np.ndarray,
-                   rows: np.ndarray, field_defn: tuple[str, int] | None, values: list) -> None:
-    """Write the patch centres as a GeoPackage of points."""
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     try:
-        _fill_centers(ds, srs_wkt, xy, patch_fids, cols, rows, field_defn, values)
+        with gdal_errors(f"{name}: writing failed"):
+            for start in range(0, n, per_chunk):
+                block = spill[order[start:start + per_chunk]]
+                rows = block.reshape(-1, size, nbands)
+                for b in range(nbands):
+                    ds.GetRasterBand(b + 1).WriteArray(np.ascontiguousarray(rows[:, :, b]), 0, start * size)
+            ds.FlushCache()
     finally:
-        ds = None
+        close_dataset(ds, f"{name}: writing failed")
+
+
+def _write_centers(path: str, name: str, srs_wkt: str, xy: np.ndarray, patch_fids: np.ndarray,
+                   cols: np.ndarray, rows: np.ndarray, field_defn: tuple[str, int] | None,
+                   values: list) -> None:
+    """Write the patch centres as a GeoPackage of points to `path`, named `name` in the errors."""
+    with gdal_errors(f"{name}: cannot create"):
+        ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    try:
+        with gdal_errors(f"{name}: writing failed"):
+            _fill_centers(ds, srs_wkt, xy, patch_fids, cols, rows, field_defn, values)
+    finally:
+        close_dataset(ds, f"{name}: writing failed")
 
 
 def _fill_centers(ds: ogr.DataSource, srs_wkt: str, xy: np.ndarray, patch_fids: np.ndarray, cols: np.ndarray,
@@ -479,7 +480,7 @@ def extract(args: argparse.Namespace, centers_path: str) -> dict:
 
     out_lr_type = numpy_type_of(gdal_type(args.encoding)) if args.encoding else lr_src.dtype
     out_hr_type = numpy_type_of(gdal_type(args.encoding)) if args.encoding else hr_src.dtype
-    folder = os.path.dirname(os.path.abspath(args.out_lr))
+    folder = os.path.dirname(os.path.realpath(args.out_lr))
     counts = {"candidates": n_cand, "outside": n_cand - len(todo), "nodata": 0, "kept": 0,
               "not_examined": 0, "no_geometry": cand.no_geometry}
     with ExitStack() as stack:
@@ -488,24 +489,28 @@ def extract(args: argparse.Namespace, centers_path: str) -> dict:
         kept: list[int] = []
         examined = 0
         # Patches kept are appended to raw files (RAM stays flat), then copied in order to the outputs.
-        with open(spill_paths[0], "wb") as f_lr, open(spill_paths[1], "wb") as f_hr, \
-                tqdm(total=limit, unit="patch", desc="extracting", disable=args.quiet or None) as bar:
-            for i in todo:
-                if len(kept) >= limit:
-                    break
-                examined += 1
-                a = lr_src.read(cand.lr_col[i], cand.lr_row[i], size)
-                if not lr_src.valid(a, cand.lr_col[i], cand.lr_row[i]):
-                    counts["nodata"] += 1
-                    continue
-                b = hr_src.read(hcol[i], hrow[i], hsize)
-                if not hr_src.valid(b, hcol[i], hrow[i]):
-                    counts["nodata"] += 1
-                    continue
-                f_lr.write(_cast(a, out_lr_type).tobytes())
-                f_hr.write(_cast(b, out_hr_type).tobytes())
-                kept.append(int(i))
-                bar.update(1)
+        try:
+            with open(spill_paths[0], "wb") as f_lr, open(spill_paths[1], "wb") as f_hr, \
+                    tqdm(total=limit, unit="patch", desc="extracting", disable=args.quiet or None) as bar:
+                for i in todo:
+                    if len(kept) >= limit:
+                        break
+                    examined += 1
+                    a = lr_src.read(cand.lr_col[i], cand.lr_row[i], size)
+                    if not lr_src.valid(a, cand.lr_col[i], cand.lr_row[i]):
+                        counts["nodata"] += 1
+                        continue
+                    b = hr_src.read(hcol[i], hrow[i], hsize)
+                    if not hr_src.valid(b, hcol[i], hrow[i]):
+                        counts["nodata"] += 1
+                        continue
+                    f_lr.write(_cast(a, out_lr_type).tobytes())
+                    f_hr.write(_cast(b, out_hr_type).tobytes())
+                    kept.append(int(i))
+                    bar.update(1)
+        except OSError as err:  # e.g. a full disk
+            raise SR4RSError(f"{args.out_lr}: writing the patches to a temporary file in {folder} failed "
+                             f"({os_error_text(err)})") from None
         counts["not_examined"] = len(todo) - examined
         counts["kept"] = n = len(kept)
         if not kept:
@@ -520,12 +525,11 @@ def extract(args: argparse.Namespace, centers_path: str) -> dict:
         out_lr = stack.enter_context(atomic_output(args.out_lr))
         out_hr = stack.enter_context(atomic_output(args.out_hr))
         out_c = stack.enter_context(atomic_output(centers_path))
-        with gdal_errors("cannot write the outputs"):
-            _write_patches(out_lr, spill_lr, order, (lr.px, lr.py))
-            _write_patches(out_hr, spill_hr, order, (hr.px, hr.py))
-            _write_centers(out_c, lr_wkt, np.column_stack([cx, cy]), cand.source_fid[chosen],
-                           cand.lr_col[chosen], cand.lr_row[chosen], cand.field_info,
-                           [cand.values[j] for j in chosen] if cand.field_info is not None else [])
+        _write_patches(out_lr, args.out_lr, spill_lr, order, (lr.px, lr.py))
+        _write_patches(out_hr, args.out_hr, spill_hr, order, (hr.px, hr.py))
+        _write_centers(out_c, centers_path, lr_wkt, np.column_stack([cx, cy]), cand.source_fid[chosen],
+                       cand.lr_col[chosen], cand.lr_row[chosen], cand.field_info,
+                       [cand.values[j] for j in chosen] if cand.field_info is not None else [])
         del spill_lr, spill_hr
     return counts
 

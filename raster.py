@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from osgeo import gdal, gdal_array, osr
 
+from cli import os_error_text
 from errors import SR4RSError
 
 gdal.UseExceptions()
@@ -37,27 +41,63 @@ def gdal_errors(message: str) -> Iterator[None]:
         raise SR4RSError(f"{message} ({str(err).strip()})") from None
 
 
+def close_dataset(ds: Any, message: str) -> None:
+    """Close a GDAL dataset or OGR data source now: GDAL writes what is left of it, and a failure (e.g. a
+    full disk) raises SR4RSError(f"{message} ({GDAL's message})"). Left to Python, the close would come
+    when the last reference goes (maybe held by a traceback), and a failure could only be printed as an
+    "Exception ignored" traceback. `ds` must not be used afterwards.
+
+    Args:
+        ds: a gdal.Dataset or ogr.DataSource.
+        message: what failed, e.g. f"{path}: writing failed".
+    """
+    with gdal_errors(message):
+        # The SWIG destructor, as ogr.DataSource.Destroy() and GDAL 3.8's Dataset.Close() call it; the
+        # Python object then no longer owns the dataset (nothing is closed twice).
+        type(ds).__swig_destroy__(ds)
+
+
+def is_plain_path(name: str) -> bool:
+    """True for a file name; False for GDAL's other dataset names: URLs, /vsi... paths and driver prefixes
+    such as `GTIFF_DIR:1:f.tif`, `NETCDF:"f.nc":var` or `HDF5:f.h5://group/data`."""
+    return "://" not in name and not name.startswith("/vsi") and not re.match(r"[A-Za-z][A-Za-z0-9_]+:", name)
+
+
+def open_dataset(opener: Callable[[str], Any], path: str, what: str) -> Any:
+    """`opener(path)` (e.g. gdal.Open or ogr.Open), or SR4RSError naming the file: "no such file" when the
+    open fails and `path` is a plain file name that does not exist, else "not a readable {what}" with
+    GDAL's reason. GDAL decides first: its special names are not files.
+
+    Args:
+        opener: opens a dataset name, returns None or raises RuntimeError when it cannot.
+        path: the dataset name.
+        what: what it should be, for the message (e.g. "raster").
+    """
+    if not path:
+        raise SR4RSError(f"an empty name was given for a {what}")
+    try:
+        ds, reason = opener(path), ""
+    except RuntimeError as err:
+        ds, reason = None, f" ({str(err).strip()})"
+    if ds is not None:
+        return ds
+    if is_plain_path(path) and not os.path.exists(path):
+        raise SR4RSError(f"{path}: no such file")
+    raise SR4RSError(f"{path}: not a readable {what}{reason}")
+
+
 def open_raster(path: str, update: bool = False) -> gdal.Dataset:
     """Open a raster with GDAL, or raise SR4RSError naming the file.
 
     Args:
-        path: any GDAL-readable path.
+        path: any GDAL dataset name (file, /vsi... path, GTIFF_DIR:..., NETCDF:..., URL).
         update: open for writing.
     """
-    if not path:
-        raise SR4RSError("an image path is empty")
-    require_file(path)
-    with gdal_errors(f"{path}: not a readable raster"):
-        ds = gdal.Open(path, gdal.GA_Update if update else gdal.GA_ReadOnly)
-    if ds is None or ds.RasterCount == 0:
-        raise SR4RSError(f"{path}: not a readable raster")
+    ds = open_dataset(lambda name: gdal.Open(name, gdal.GA_Update if update else gdal.GA_ReadOnly), path,
+                      "raster")
+    if ds.RasterCount == 0:
+        raise SR4RSError(f"{path}: not a readable raster (no band)")
     return ds
-
-
-def require_file(path: str) -> None:
-    """Refuse a local path that does not exist (URLs and GDAL /vsi paths are left to the driver)."""
-    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
-        raise SR4RSError(f"{path}: no such file")
 
 
 @dataclass(frozen=True)
@@ -145,38 +185,123 @@ def nodata_value(ds: gdal.Dataset) -> float | None:
     return ds.GetRasterBand(1).GetNoDataValue()
 
 
-def check_output_path(path: str) -> None:
-    """Refuse an output whose directory does not exist (before any long work starts)."""
-    folder = os.path.dirname(os.path.abspath(path))
+FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_output_path(path: str) -> str:
+    """Refuse an output that cannot be written (before any long work starts): its directory is missing
+    or not writable, or it exists and is not a regular file (a directory, a device, a FIFO...).
+
+    Args:
+        path: the output file; a symbolic link stands for its target.
+
+    Returns:
+        the file really written: `path` with its symbolic links resolved.
+    """
+    real = os.path.realpath(path)
+    if os.path.exists(real):
+        mode = os.stat(real).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+            raise SR4RSError(f"{path}: the output exists and is {kind}, not a file: give a file name")
+    folder = os.path.dirname(real)
     if not os.path.isdir(folder):
         raise SR4RSError(f"{path}: the output directory {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SR4RSError(f"{path}: permission denied (cannot write in {folder})")
+    return real
+
+
+def same_file(a: str, b: str) -> bool:
+    """True when two names are the same file (symbolic links resolved, hard links compared)."""
+    real_a, real_b = os.path.realpath(a), os.path.realpath(b)
+    if real_a == real_b:
+        return True
+    try:
+        return os.path.samefile(real_a, real_b)
+    except OSError:  # one of them does not exist (or is a GDAL name that is no file)
+        return False
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
+    """Refuse outputs that cannot be written (check_output_path), that are an input, or that are the same
+    file as another output.
+
+    Args:
+        outputs: option or name (e.g. "--out") -> path (None: not given).
+        inputs: option or name -> path (None: not given).
+    """
+    given = [(name, path) for name, path in outputs.items() if path]
+    for i, (name, path) in enumerate(given):
+        check_output_path(path)
+        for in_name, in_path in inputs.items():
+            if in_path and same_file(path, in_path):
+                raise SR4RSError(f"{path}: {name} would overwrite the input {in_name}: give another file")
+        for other_name, other in given[:i]:
+            if same_file(path, other):
+                raise SR4RSError(f"{path}: {name} and {other_name} are the same file: give different files")
 
 
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[str]:
-    """Yield a temporary name next to `path`; rename it to `path` on success, delete it on failure.
-
-    A failed or interrupted run thus never leaves a half-written `path` behind.
+    """Yield a temporary name next to `path` (next to its target for a symbolic link); rename it to that
+    file on success, delete it on failure: a failed or interrupted run never leaves a half-written output.
+    A system error in the block (e.g. a full disk) becomes an SR4RSError naming `path`.
     """
-    check_output_path(path)
-    folder, base = os.path.split(os.path.abspath(path))
+    real = check_output_path(path)
+    folder, base = os.path.split(real)
     stem, ext = os.path.splitext(base)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{ext}", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{ext}", dir=folder)
+    except OSError as err:
+        raise SR4RSError(f"{path}: cannot write in {folder} ({os_error_text(err)})") from None
     os.close(fd)
-    os.remove(tmp)  # GDAL drivers want to create the file themselves
+    os.remove(tmp)  # GDAL drivers want to create the file themselves (with the umask's permissions)
     try:
         yield tmp
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, real)
+    except BaseException as err:
         for leftover in (tmp, tmp + ".aux.xml", tmp + ".ovr"):
             if os.path.exists(leftover):
                 os.remove(leftover)
+        if isinstance(err, OSError):
+            raise SR4RSError(f"{path}: writing failed ({os_error_text(err)})") from None
         raise
     aux = tmp + ".aux.xml"
     if os.path.exists(aux):
-        os.replace(aux, path + ".aux.xml")
-    elif os.path.exists(path + ".aux.xml"):
-        os.remove(path + ".aux.xml")  # statistics of the file this one replaced
+        os.replace(aux, real + ".aux.xml")
+    elif os.path.exists(real + ".aux.xml"):
+        os.remove(real + ".aux.xml")  # statistics of the file this one replaced
+
+
+def check_creation_options(options: dict[str, str], gdal_type_code: int) -> None:
+    """Refuse GeoTIFF creation options that GDAL does not know or rejects (before any long work: GDAL
+    would only warn about them, or fail when the output is created).
+
+    Args:
+        options: KEY -> VALUE.
+        gdal_type_code: the output's GDAL data type (e.g. PREDICTOR=3 needs a floating-point type).
+    """
+    problems: list[str] = []
+
+    def collect(level: int, _code: int, text: str) -> None:
+        if level >= gdal.CE_Warning:
+            problems.append(text.strip())
+
+    path = f"/vsimem/check_creation_options_{id(problems)}.tif"
+    gdal.PushErrorHandler(collect)
+    try:
+        gdal.GetDriverByName("GTiff").Create(path, 1, 1, 1, gdal_type_code,
+                                             [f"{key}={value}" for key, value in options.items()])
+    except RuntimeError:
+        pass  # its message went to `collect`
+    finally:
+        gdal.PopErrorHandler()
+        if gdal.VSIStatL(path) is not None:
+            gdal.Unlink(path)
+    if problems:
+        raise SR4RSError(f"bad GeoTIFF creation option: {problems[0].removeprefix(path + ': ')}")
 
 
 def read_sample(ds: gdal.Dataset, max_size: int = 512) -> np.ndarray:

@@ -1,5 +1,7 @@
-"""SavedModel export: signature, outputs for every pad, description, refusals, atomicity."""
+"""SavedModel export: signature, outputs for every pad, description, refusals, atomicity, permissions."""
 import os
+import stat
+import subprocess
 
 import numpy as np
 import pytest
@@ -70,3 +72,29 @@ def test_a_failed_export_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         export.export_savedmodel(Broken(), str(target), 3, 1.0, 1.0)
     assert os.listdir(tmp_path) == []
+
+
+def test_the_savedmodel_gets_the_umasks_permissions(tmp_path):
+    """Another user (e.g. `docker run -u`) can read the model: not tempfile.mkdtemp's 700."""
+    old = os.umask(0o022)
+    try:
+        export.export_savedmodel(lambda lr: {1: lr}, str(tmp_path / "model"), 1, 1.0, 1.0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "model").st_mode) == 0o755
+    for folder, _, files in os.walk(tmp_path / "model"):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o755
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o644
+
+
+def test_a_read_only_parent_is_permission_denied(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder read-only for root here (chattr +i failed)")
+    try:
+        with pytest.raises(SR4RSError, match="model: permission denied"):
+            export.check_new_savedmodel_path(str(folder / "model"))
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

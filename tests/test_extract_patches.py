@@ -255,7 +255,7 @@ def bad_inputs(tmp_path_factory, pair) -> dict:
     ("encoding", "unknown encoding"),
     ("extension", "use a .tif name"),
     ("out_dir", "does not exist"),
-    ("same_out", "must be different files"),
+    ("same_out", "are the same file"),
     ("patchsize", "--lr_patchsize must be >= 1"),
     ("missing_vec", "nope.gpkg: no such file"),
 ])
@@ -283,11 +283,31 @@ def test_cli_errors(case, expected, pair, bad_inputs, tmp_path, capsys):
         assert "--resample_hr" in err[0] and "hr2m.tif" in err[0]
 
 
-def test_interrupted_write_leaves_nothing(pair, tmp_path, monkeypatch):
+def test_interrupted_write_leaves_nothing_and_names_the_file(pair, tmp_path, monkeypatch, capsys):
     def boom(*_args, **_kwargs):
-        raise RuntimeError("disk full")
+        raise RuntimeError("sqlite3_exec failed: database or disk is full")
 
-    monkeypatch.setattr(extract_patches, "_write_centers", boom)
+    monkeypatch.setattr(extract_patches, "_fill_centers", boom)
     assert run("--lr", pair["lr"], "--hr", pair["hr"], "--lr_patchsize", str(S), "--step", "8",
                "--out_lr", str(tmp_path / "a.tif"), "--out_hr", str(tmp_path / "b.tif")) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'a_centers.gpkg'}: writing failed (sqlite3_exec "
+                                       "failed: database or disk is full)\n")
     assert os.listdir(tmp_path) == []
+
+
+def test_outputs_through_symbolic_links_and_hard_links(pair, tmp_path, capsys):
+    """A symbolic link output is written through (its target replaced, the link kept); an output that
+    is an input under another name is refused."""
+    target = tmp_path / "real" / "a.tif"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    os.symlink(target, tmp_path / "link.tif")
+    base = ["--lr", pair["lr"], "--hr", pair["hr"], "--lr_patchsize", str(S), "--step", "8",
+            "--out_hr", str(tmp_path / "b.tif")]
+    assert run(*base, "--out_lr", str(tmp_path / "link.tif")) == 0
+    assert os.path.islink(tmp_path / "link.tif") and gdal.Open(str(target)).RasterXSize == S
+    os.link(pair["hr"], tmp_path / "hr_again.tif")
+    before = sorted(os.listdir(tmp_path))
+    assert run(*base, "--out_lr", str(tmp_path / "hr_again.tif")) == 2
+    assert "would overwrite the input --hr" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == before

@@ -1,5 +1,9 @@
-"""raster.py (GDAL helpers) and the CLI boundary of errors.py."""
+"""raster.py (GDAL helpers: opening, outputs, creation options) and the CLI boundary (cli.py)."""
+import errno
 import os
+import stat
+import subprocess
+import zipfile
 
 import numpy as np
 import pytest
@@ -7,7 +11,7 @@ from helpers import write_raster
 from osgeo import gdal
 
 import raster
-from cli import run_cli
+from cli import ArgumentParser, run_cli
 from errors import SR4RSError
 
 
@@ -76,7 +80,7 @@ def test_system_errors_are_one_line_messages(capsys):
         raise PermissionError(13, "Permission denied", "/opt/out.tif")
 
     assert run_cli(main, []) == 2
-    assert capsys.readouterr().err.strip() == "error: [Errno 13] Permission denied: '/opt/out.tif'"
+    assert capsys.readouterr().err == "error: /opt/out.tif: permission denied\n"
 
 
 def test_grid_of_a_north_up_image(tmp_path):
@@ -120,3 +124,121 @@ def test_read_sample_is_a_decimated_rows_cols_bands_read(tmp_path):
     assert sample.shape == (10, 5, 2) and sample.dtype == np.int16
     np.testing.assert_array_equal(sample, image[2::4, 2::4])  # nearest: the pixels under the centres
     np.testing.assert_array_equal(raster.read_sample(ds, max_size=100), image)
+
+
+# --- dataset names, outputs that are not files, links, full disks --------------------------------
+
+def test_gdal_dataset_names_are_opened_by_gdal(tmp_path):
+    tif = write_raster(str(tmp_path / "a.tif"), np.arange(6, dtype=np.uint8).reshape(2, 3))
+    assert raster.open_raster(f"GTIFF_DIR:1:{tif}").RasterXSize == 3
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        z.write(tif, "inside/a.tif")
+    zipped = raster.open_raster(f"/vsizip/{tmp_path / 'a.zip'}/inside/a.tif")
+    assert raster.read_array(zipped).shape == (2, 3, 1)
+    # A special name GDAL cannot open gets GDAL's reason, not "no such file".
+    with pytest.raises(SR4RSError, match=r"GTIFF_DIR:1:/nope.tif: not a readable raster \(.+\)"):
+        raster.open_raster("GTIFF_DIR:1:/nope.tif")
+    with pytest.raises(SR4RSError, match="missing.tif: no such file"):
+        raster.open_raster(str(tmp_path / "missing.tif"))
+
+
+def file_kinds(tmp_path) -> dict[str, str]:
+    """Outputs that exist and are not files: a directory, a FIFO, a character device (as root)."""
+    kinds = {"a directory": str(tmp_path / "folder"), "a FIFO": str(tmp_path / "fifo")}
+    os.mkdir(kinds["a directory"])
+    os.mkfifo(kinds["a FIFO"])
+    try:
+        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+        kinds["a character device"] = str(tmp_path / "null")
+    except PermissionError:  # not root: no device test
+        pass
+    return kinds
+
+
+def test_outputs_that_are_not_files_are_refused(tmp_path):
+    for kind, path in file_kinds(tmp_path).items():
+        os.symlink(path, tmp_path / "link")
+        for name in (path, str(tmp_path / "link")):
+            with pytest.raises(SR4RSError, match=f"exists and is {kind}, not a file"):
+                raster.check_output_path(name)
+            with pytest.raises(SR4RSError, match=f"exists and is {kind}, not a file"):
+                with raster.atomic_output(name):
+                    pass
+        os.remove(tmp_path / "link")
+        assert not stat.S_ISREG(os.stat(path).st_mode)  # untouched
+
+
+def test_a_symbolic_link_output_writes_its_target(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "out.tif"
+    target.write_bytes(b"old")
+    os.symlink(target, tmp_path / "link.tif")
+    os.symlink(tmp_path / "real" / "new.tif", tmp_path / "dangling.tif")
+    for link, real in (("link.tif", target), ("dangling.tif", tmp_path / "real" / "new.tif")):
+        assert raster.check_output_path(str(tmp_path / link)) == str(real)
+        with raster.atomic_output(str(tmp_path / link)) as tmp:
+            assert os.path.dirname(tmp) == str(tmp_path / "real")
+            write_raster(tmp, np.zeros((2, 2), np.uint8))
+        assert os.path.islink(tmp_path / link) and gdal.Open(str(real)).RasterXSize == 2
+    assert sorted(os.listdir(tmp_path / "real")) == ["new.tif", "out.tif"]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder no one can write in, root included (immutable, chattr +i); skipped without chattr."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a folder read-only for root here (chattr +i failed)")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_an_output_in_a_read_only_folder_is_permission_denied(read_only_dir):
+    with pytest.raises(SR4RSError, match="out.tif: permission denied"):
+        raster.check_output_path(str(read_only_dir / "out.tif"))
+
+
+def test_outputs_equal_to_inputs_or_to_each_other_are_refused(tmp_path):
+    a = write_raster(str(tmp_path / "a.tif"), np.zeros((2, 2), np.uint8))
+    os.symlink(a, tmp_path / "sym.tif")
+    os.link(a, tmp_path / "hard.tif")
+    for alias in (a, str(tmp_path / "sym.tif"), str(tmp_path / "hard.tif"), str(tmp_path / "." / "a.tif")):
+        with pytest.raises(SR4RSError, match="--out would overwrite the input --in"):
+            raster.check_outputs({"--out": alias}, {"--in": a, "--other": None})
+    out = str(tmp_path / "o.json")
+    os.symlink(out, tmp_path / "o_link.json")
+    with pytest.raises(SR4RSError, match="--b and --a are the same file"):
+        raster.check_outputs({"--a": out, "--b": str(tmp_path / "o_link.json")}, {"--in": a})
+    raster.check_outputs({"--a": out, "--b": str(tmp_path / "q.png"), "--c": None}, {"--in": a})
+
+
+def test_a_system_error_while_writing_names_the_output_and_leaves_nothing(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(SR4RSError, match=f"^{target}: writing failed \\(no space left on device\\)$"):
+        with raster.atomic_output(str(target)) as tmp:
+            with open(tmp, "w") as f:
+                f.write("new")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert os.listdir(tmp_path) == ["out.json"] and target.read_text() == "old"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"COMPRESS": "FOO"}, "'FOO' is an unexpected value for COMPRESS"),
+    ({"NOPE": "1"}, "does not support creation option NOPE"),
+    ({"TILED": "YES", "BLOCKXSIZE": "7"}, "Bad value 7"),
+    ({"PREDICTOR": "9"}, "PREDICTOR=9 is not supported"),
+])
+def test_bad_creation_options_are_refused(options, message):
+    with pytest.raises(SR4RSError, match=f"^bad GeoTIFF creation option: .*{message}"):
+        raster.check_creation_options(options, gdal.GDT_Int16)
+    raster.check_creation_options({"COMPRESS": "ZSTD", "TILED": "YES", "BLOCKXSIZE": "256"}, gdal.GDT_Int16)
+    assert gdal.ReadDirRecursive("/vsimem/") in (None, [])  # the check leaves nothing in memory
+
+
+def test_usage_errors_are_one_line(capsys):
+    parser = ArgumentParser(prog="tool.py")
+    parser.add_argument("--n", type=int, required=True)
+    assert run_cli(lambda argv: parser.parse_args(argv), ["--n", "x"]) == 2
+    assert capsys.readouterr().err == "error: argument --n: invalid int value: 'x' (see tool.py --help)\n"
