@@ -16,27 +16,32 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from osgeo import gdal, osr
 
 import constants
 import quicklook
-from cli import run_cli
+from cli import ArgumentParser, run_cli
 from errors import SR4RSError
 from logs import get_logger, setup_logging
 from metrics import SSIM_WINDOW, block_all, block_mean, mse, psnr_from_mse, rmse_per_band, sam, ssim_per_band
 from raster import (
     Grid,
     atomic_output,
-    check_output_path,
+    check_outputs,
     dilate,
     gdal_errors,
     nodata_value,
     open_raster,
     read_array,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = get_logger("evaluate")
 
@@ -117,6 +122,15 @@ def open_inputs(sr_path: str, ref_path: str, lr_path: str | None = None,
                          "is: georeference every input, or none (then they are compared pixel to pixel)")
     if not georeferenced:
         # Pixel to pixel: SR and reference share a grid, an LR pixel covers SCALE x SCALE SR pixels.
+        sizes = {name: (ds.RasterXSize, ds.RasterYSize) for name, ds in datasets.items()}
+        as_sr = {name: (w * constants.SCALE, h * constants.SCALE) if name == "LR" else (w, h)
+                 for name, (w, h) in sizes.items()}
+        if len(set(as_sr.values())) > 1:
+            raise SR4RSError(
+                "images without georeferencing are compared pixel to pixel, but their sizes do not match: "
+                + ", ".join(f"{name} {w} x {h}" for name, (w, h) in sizes.items())
+                + f" (the reference must have the SR image's size, the LR image 1/{constants.SCALE} of it; "
+                "or georeference them)")
         datasets = {name: _pixel_grid(ds, constants.SCALE if name == "LR" else 1.0)
                     for name, ds in datasets.items()}
         grids = {name: _grid_of(ds, name) for name, ds in datasets.items()}
@@ -438,9 +452,10 @@ def evaluate(sr_path: str, ref_path: str, lr_path: str | None = None, data_range
     """
     if png:
         quicklook.require_pillow()
+        check_outputs({"png": png}, {"sr_path": sr_path, "ref_path": ref_path, "lr_path": lr_path})
     result, arrays = evaluate_arrays(sr_path, ref_path, lr_path, data_range, nodata, crop_border)
     if png:
-        write_quicklook(png, arrays, result)
+        write_outputs(result, arrays, None, png)
     return result
 
 
@@ -523,18 +538,16 @@ def _json_safe(value):
 
 
 def write_json(result: dict, path: str) -> None:
-    """Write the result as JSON, atomically (infinite PSNR is written as null)."""
-    with atomic_output(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(_json_safe(result), f, indent=2, allow_nan=False)
-            f.write("\n")
+    """Write the result as JSON (infinite PSNR is written as null)."""
+    with open(path, "w") as f:
+        json.dump(_json_safe(result), f, indent=2, allow_nan=False)
+        f.write("\n")
 
 
-def write_quicklook(path: str, arrays: Arrays, result: dict) -> None:
-    """Side-by-side PNG of the same crop: bicubic (when there is one) | SR | HR, PSNR in the labels.
+def quicklook_image(arrays: Arrays, result: dict) -> Image.Image:
+    """Side by side, the same crop: bicubic (when there is one) | SR | HR, PSNR in the labels.
 
     Args:
-        path: output PNG.
         arrays: the images on the evaluation window (`evaluate_arrays`).
         result: the metrics (`evaluate_arrays`), for the labels.
     """
@@ -546,7 +559,25 @@ def write_quicklook(path: str, arrays: Arrays, result: dict) -> None:
         if key is not None:
             label += ", PSNR " + _cell(result["metrics"][key]["psnr"], "{:.2f}") + " dB"
         panels.append((label, image))
-    quicklook.write_quicklook(path, panels, arrays.ref, arrays.mask)
+    return quicklook.quicklook_image(panels, arrays.ref, arrays.mask)
+
+
+def write_outputs(result: dict, arrays: Arrays, out: str | None, png: str | None) -> None:
+    """Write the JSON (`out`) and the quicklook PNG (`png`), each optional, under temporary names renamed
+    only when both are written: a failure leaves neither (nor any temporary file).
+
+    Args:
+        result: the metrics (`evaluate_arrays`).
+        arrays: the images on the evaluation window (`evaluate_arrays`).
+        out: the JSON file, or None.
+        png: the PNG file, or None.
+    """
+    image = quicklook_image(arrays, result) if png else None
+    with ExitStack() as outputs:
+        if out:
+            write_json(result, outputs.enter_context(atomic_output(out)))
+        if png:
+            image.save(outputs.enter_context(atomic_output(png)), format="PNG")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,7 +586,7 @@ def write_quicklook(path: str, arrays: Arrays, result: dict) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command line of evaluate.py."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Compare a super-resolved image with a reference HR image (and with the bicubic "
                     "upsampling of the LR input): PSNR, SSIM, RMSE, SAM, LR consistency.")
     parser.add_argument("--sr", required=True, help="super-resolved image (the evaluation grid)")
@@ -579,18 +610,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.png:
         quicklook.require_pillow("--png")
     setup_logging()
-    for path in (args.out, args.png):
-        if path:
-            check_output_path(path)
+    check_outputs({"--out": args.out, "--png": args.png},
+                  {"--sr": args.sr, "--ref": args.ref, "--lr": args.lr})
     result, arrays = evaluate_arrays(args.sr, args.ref, args.lr, args.data_range, args.nodata,
                                      args.crop_border)
     print(format_table(result))
-    if args.out:
-        write_json(result, args.out)
-        logger.info("Metrics written to %s", args.out)
-    if args.png:
-        write_quicklook(args.png, arrays, result)
-        logger.info("Quicklook written to %s", args.png)
+    write_outputs(result, arrays, args.out, args.png)
+    for option, path in (("Metrics", args.out), ("Quicklook", args.png)):
+        if path:
+            logger.info("%s written to %s", option, path)
     return 0
 
 

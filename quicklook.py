@@ -144,12 +144,12 @@ def write_png(path: str, image: Image.Image) -> None:
         image.save(tmp, format="PNG")
 
 
-def write_quicklook(path: str, panels: Sequence[tuple[str, np.ndarray]], reference: np.ndarray,
-                    mask: np.ndarray, size: int = CROP) -> None:
-    """Side-by-side PNG of the same detailed crop of each image, one stretch (the reference's) for all.
+def quicklook_image(panels: Sequence[tuple[str, np.ndarray]], reference: np.ndarray, mask: np.ndarray,
+                    size: int = CROP) -> Image.Image:
+    """Side by side, the same detailed crop of each image, one stretch (the reference's) for all, labels
+    above (write it with `write_png`).
 
     Args:
-        path: output PNG.
         panels: (label, image [rows, cols, bands]) pairs, left to right, on the reference's grid.
         reference: [rows, cols, bands], which sets the crop and the stretch.
         mask: [rows, cols], True where every image is valid.
@@ -161,4 +161,4 @@ def write_quicklook(path: str, panels: Sequence[tuple[str, np.ndarray]], referen
     rows, cols = mask[crop].shape
     zoom = max(1, min(MAX_ZOOM, size // max(rows, cols)))
     zoomed = [np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1) for rgb in rgbs]
-    write_png(path, side_by_side(zoomed, [label for label, _ in panels]))
+    return side_by_side(zoomed, [label for label, _ in panels])

@@ -2,6 +2,7 @@
 themselves: test_metrics.py)."""
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -218,3 +219,58 @@ def test_cli_errors_exit_2_without_outputs(scene, tmp_path, capsys, problem, mes
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not out.exists() and not png.exists()
+
+
+@pytest.mark.parametrize("outputs, message", [
+    ({"--out": "sr"}, "--out would overwrite the input --sr"),
+    ({"--png": "hr"}, "--png would overwrite the input --ref"),
+    ({"--out": "lr_link"}, "--out would overwrite the input --lr"),
+    ({"--out": "m.json", "--png": "m_link.json"}, "--png and --out are the same file"),
+])
+def test_outputs_never_overwrite_inputs_or_each_other(scene, tmp_path, capsys, outputs, message):
+    paths, _, _ = scene
+    os.symlink(paths["lr"], tmp_path / "lr_link.tif")
+    os.symlink(tmp_path / "m.json", tmp_path / "m_link.json")
+    names = {"sr": paths["sr"], "hr": paths["hr"], "lr_link": str(tmp_path / "lr_link.tif")}
+    args = ["--sr", paths["sr"], "--ref", paths["hr"], "--lr", paths["lr"]]
+    for option, name in outputs.items():
+        args += [option, names.get(name, str(tmp_path / name))]
+    before = {name: os.stat(path).st_mtime_ns for name, path in paths.items()}
+    assert run_cli(evaluate.main, args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert {name: os.stat(path).st_mtime_ns for name, path in paths.items()} == before
+    assert not os.path.exists(tmp_path / "m.json")
+
+
+def test_images_without_georeferencing_must_have_matching_sizes(tmp_path):
+    hr = smooth_image()
+    paths = {}
+    for name, array in (("hr", hr), ("sr", hr[:, :60]), ("sr_ok", hr), ("lr", mean4(hr)[:15])):
+        paths[name] = str(tmp_path / f"{name}.tif")
+        ds = gdal.GetDriverByName("GTiff").Create(paths[name], array.shape[1], array.shape[0], array.shape[2],
+                                                   gdal.GDT_Float32)
+        for b in range(array.shape[2]):
+            ds.GetRasterBand(b + 1).WriteArray(array[:, :, b])
+        ds = None
+    with pytest.raises(SR4RSError, match="sizes do not match: SR 60 x 64, reference 64 x 64"):
+        evaluate.evaluate(paths["sr"], paths["hr"])
+    with pytest.raises(SR4RSError, match="sizes do not match: SR 64 x 64, reference 64 x 64, LR 16 x 15"):
+        evaluate.evaluate(paths["sr_ok"], paths["hr"], paths["lr"])
+
+
+def test_a_failed_png_leaves_no_json_and_one_line(scene, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    def full_disk(self, fp, *args, **kwargs):
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    paths, _, _ = scene
+    out, png = tmp_path / "m.json", tmp_path / "q.png"
+    assert run_cli(evaluate.main, ["--sr", paths["sr"], "--ref", paths["hr"], "--out", str(out),
+                                   "--png", str(png)]) == 2
+    assert capsys.readouterr().err == f"error: {png}: writing failed (no space left on device)\n"
+    assert sorted(os.listdir(tmp_path)) == ["hr.tif", "lr.tif", "sr.tif"]

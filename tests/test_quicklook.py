@@ -30,7 +30,7 @@ def test_panels_side_by_side_with_labels(tmp_path):
     mask = np.ones(ref.shape[:2], dtype=bool)
     path = str(tmp_path / "q.png")
     panels = [("same", ref.copy()), ("changed", changed), ("HR reference", ref)]
-    quicklook.write_quicklook(path, panels, ref, mask)
+    quicklook.write_png(path, quicklook.quicklook_image(panels, ref, mask))
     assert os.listdir(tmp_path) == ["q.png"]  # no temporary left
     with Image.open(path) as png:
         assert png.format == "PNG" and png.mode == "RGB"
