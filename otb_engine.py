@@ -23,7 +23,7 @@ from errors import SR4RSError
 from inference_settings import InferenceSettings
 from logs import get_logger
 from otb_env import load_otb
-from raster import atomic_output, copy_band_metadata, gdal_errors, open_raster
+from raster import atomic_output, close_dataset, copy_band_metadata, gdal_errors, open_raster
 
 logger = get_logger("otb_engine")
 
@@ -181,4 +181,4 @@ def run(settings: InferenceSettings) -> None:
         if settings.out_nodata is not None:
             for b in range(1, dst.RasterCount + 1):
                 dst.GetRasterBand(b).SetNoDataValue(settings.out_nodata)
-        del dst
+        close_dataset(dst, f"{settings.output}: writing failed")

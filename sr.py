@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Sequence
 
@@ -17,13 +16,14 @@ import numpy as np
 
 import constants
 import otb_engine
-from cli import run_cli
+from cli import ArgumentParser, run_cli
 from errors import SR4RSError
 from inference_settings import InferenceSettings
 from logs import get_logger, setup_logging
 from otb_env import load_otb
 from raster import (
-    check_output_path,
+    check_creation_options,
+    check_outputs,
     gdal_type,
     nodata_value,
     numpy_dtype,
@@ -38,9 +38,9 @@ logger = get_logger("sr")
 CREATION_OPTION_PREFIX = "gdal:co:"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The command line of sr.py."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Generate a fake HR image (4x the pixels) from a LR image with an SR4RS SavedModel.")
     parser.add_argument("--input", required=True,
                         help="input LR image, in the same dynamic as the LR patches the model was trained on")
@@ -189,26 +189,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_arguments(args)
     output, user_options, extended = split_extended_filename(args.output)
     user_options.update(parse_co(args.co))
-    check_output_path(output)
-    if os.path.abspath(output) == os.path.abspath(args.input):
-        raise SR4RSError(f"{output}: the output would overwrite the input")
+    check_outputs({"--output": output}, {"--input": args.input})
     src = open_raster(args.input)
+    out_type = gdal_type(args.encoding) if args.encoding != "auto" else src.GetRasterBand(1).DataType
+    options = creation_options(user_options, out_type, args.ts)
+    check_creation_options(options, out_type)
+    nodata = args.nodata if args.nodata is not None else nodata_value(src)
+    out_nodata = output_nodata(nodata, numpy_dtype(src), numpy_type_of(out_type))
     # TensorFlow loads here, after the cheap checks of the command line and the input
     import tiler
     from sr_model import band_statistics, check_input, inspect_savedmodel
 
     info = inspect_savedmodel(args.savedmodel)
     info.output_key(args.pad)
-    out_type = gdal_type(args.encoding) if args.encoding != "auto" else src.GetRasterBand(1).DataType
-    nodata = args.nodata if args.nodata is not None else nodata_value(src)
-    out_nodata = output_nodata(nodata, numpy_dtype(src), numpy_type_of(out_type))
     sample = read_sample(src)
     stats = band_statistics(sample, valid_mask(sample, nodata))
     check_input(info, src.RasterCount, stats)
     settings = InferenceSettings(
         input=args.input, savedmodel=args.savedmodel, output=output, ts=args.ts, pad=args.pad,
         gdal_type=out_type, nodata=nodata, out_nodata=out_nodata,
-        creation_options=creation_options(user_options, out_type, args.ts), fill=tuple(stats["mean"]),
+        creation_options=options, fill=tuple(stats["mean"]),
         extended=tuple(extended), batch=args.batch, quiet=args.quiet)
     engine = choose_engine(args.engine)
     logger.info("%s -> %s with %s (engine %s, ts %s, pad %s, %s)", args.input, output, args.savedmodel,

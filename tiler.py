@@ -24,6 +24,7 @@ from inference_settings import InferenceSettings
 from logs import get_logger
 from raster import (
     atomic_output,
+    close_dataset,
     copy_band_metadata,
     gdal_errors,
     numpy_type_of,
@@ -110,10 +111,15 @@ class _Job:
                 self.dst.WriteArray(np.moveaxis(encoded, -1, 0), tile.x, tile.y)
 
     def close(self) -> None:
-        """Flush and close the output (GDAL closes a dataset when its last reference goes)."""
+        """Flush and close the output, even when the flush fails (a full disk gives one error, not a
+        second one when Python drops the dataset)."""
         dst, self.dst = self.dst, None
-        with gdal_errors(f"{self.s.output}: writing failed"):
-            dst.FlushCache()
+        message = f"{self.s.output}: writing failed"
+        try:
+            with gdal_errors(message):
+                dst.FlushCache()
+        finally:
+            close_dataset(dst, message)
 
 
 def create_output(path: str, src: gdal.Dataset, settings: InferenceSettings) -> gdal.Dataset:

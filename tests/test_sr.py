@@ -103,6 +103,38 @@ def test_refusals_leave_no_output(tmp_path, capsys, generator4):
     assert sorted(os.listdir(tmp_path)) == ["empty", "in4.tif", "rgb.tif", "text.tif"]
 
 
+def test_outputs_that_cannot_be_written_are_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    def not_now(path: str) -> None:
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(sr_model, "inspect_savedmodel", not_now)
+    src = write_raster(str(tmp_path / "in.tif"), np.ones((8, 8), np.int16))
+    os.mkdir(tmp_path / "folder")
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink(src, tmp_path / "in_link.tif")
+    base = ["--input", src, "--savedmodel", str(tmp_path / "model"), "--engine", "tf"]
+    for output, message in (("folder", "exists and is a directory"), ("fifo", "exists and is a FIFO"),
+                            ("in_link.tif", "--output would overwrite the input --input")):
+        assert message in refused([*base, "--output", str(tmp_path / output)], capsys)
+    for options, message in ((["--co", "COMPRESS=FOO"], "unexpected value for COMPRESS"),
+                             (["--co", "PREDICTOR=3"], "PREDICTOR=3 is only supported"),
+                             (["--nodata", "-5", "--encoding", "uint8"], "cannot be stored as uint8")):
+        err = refused([*base, "--output", str(tmp_path / "o.tif"), *options], capsys)
+        assert message in err, err
+    assert sorted(os.listdir(tmp_path)) == ["fifo", "folder", "in.tif", "in_link.tif"]
+    assert os.listdir(tmp_path / "folder") == []
+
+
+def test_a_symbolic_link_output_is_written_through(tmp_path, nearest1):
+    src = write_raster(str(tmp_path / "in.tif"), np.full((8, 8), 1000, np.int16))
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real" / "out.tif", tmp_path / "link.tif")
+    assert sr.main(["--input", src, "--savedmodel", nearest1, "--output", str(tmp_path / "link.tif"),
+                    "--engine", "tf", "--quiet"]) == 0
+    assert os.path.islink(tmp_path / "link.tif")
+    assert gdal.Open(str(tmp_path / "real" / "out.tif")).RasterXSize == 32
+
+
 def test_out_of_memory_is_a_clear_error(tmp_path, capsys, monkeypatch, nearest1):
     def exhausted(**_: object) -> None:
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
