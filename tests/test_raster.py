@@ -142,6 +142,18 @@ def test_gdal_dataset_names_are_opened_by_gdal(tmp_path):
         raster.open_raster(str(tmp_path / "missing.tif"))
 
 
+@pytest.mark.parametrize("name, plain", [
+    ("a.tif", True), ("/data/S2 10m.tif", True), ("./x:y.tif", True),
+    ('NETCDF:"f.nc":var', False), ("HDF5:f.h5://group/data", False), ("GTIFF_DIR:1:f.tif", False),
+    ("/vsizip/a.zip/f.tif", False), ("https://example.org/f.tif", False),
+])
+def test_plain_paths_and_gdal_names(name, plain):
+    assert raster.is_plain_path(name) == plain
+    if not plain and not name.startswith("https"):
+        with pytest.raises(SR4RSError, match="not a readable raster"):  # GDAL's word, not "no such file"
+            raster.open_raster(name)
+
+
 def file_kinds(tmp_path) -> dict[str, str]:
     """Outputs that exist and are not files: a directory, a FIFO, a character device (as root)."""
     kinds = {"a directory": str(tmp_path / "folder"), "a FIFO": str(tmp_path / "fifo")}
