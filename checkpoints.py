@@ -20,9 +20,9 @@ logger = get_logger("checkpoints")
 
 TRAINER = "trainer"
 # The trainer settings (TrainConfig fields) a resumed run must share with its checkpoint.
-RESUME_SETTINGS = ("residual", "lr_scale", "hr_scale", "upsampling")
+RESUME_SETTINGS = ("residual", "lr_scale", "hr_scale", "upsampling", "normalize")
 # Their values in checkpoints written before they were settings.
-SETTINGS_BEFORE = {"upsampling": "transposed"}
+SETTINGS_BEFORE = {"upsampling": "transposed", "normalize": False}
 SETTINGS_KEY = "settings/.ATTRIBUTES/VARIABLE_VALUE"
 MAX_TO_KEEP = 5
 BEST_DIR = "best"  # the run's best checkpoint by validation PSNR, in this sub-folder of its folder
@@ -93,7 +93,10 @@ class Checkpoints:
         return checkpoint_location(self.save_ckpt, self.name)
 
     def _current_settings(self) -> dict[str, object]:
-        return {key: getattr(self.trainer.config, key) for key in RESUME_SETTINGS}
+        settings = {key: getattr(self.trainer.config, key) for key in RESUME_SETTINGS}
+        if self.trainer.config.normalize:  # the statistics it took from the patches
+            settings["scaling"] = self.trainer.scaling.as_dict()
+        return settings
 
     def restore(self, path: str) -> None:
         """Resume from a checkpoint of this project, or load the weights of an original SR4RS one.
@@ -124,8 +127,10 @@ class Checkpoints:
         """Refuse a checkpoint whose RESUME_SETTINGS differ from this run's, naming them."""
         saved = json.loads(tf.train.load_checkpoint(path).get_tensor(SETTINGS_KEY))
         saved, wanted = {**SETTINGS_BEFORE, **saved}, self._current_settings()
-        differ = [f"--{k} {saved.get(k)} in the checkpoint, {wanted[k]} here" for k in wanted
+        differ = [f"--{k} {saved.get(k)} in the checkpoint, {wanted[k]} here" for k in RESUME_SETTINGS
                   if saved.get(k) != wanted[k]]
+        if not differ and saved.get("scaling") != wanted.get("scaling"):
+            differ = ["--normalize took other statistics from other patches: give the same patches"]
         if differ:
             raise SR4RSError(f"{path}: resume with the settings of the checkpoint ({'; '.join(differ)})")
 

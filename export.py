@@ -1,9 +1,9 @@
 """SavedModel export of a trained generator, and the model description that travels with it.
 
 The SavedModel's `serving_default` signature takes `lr_input` (float32 [N, H, W, C], raw LR values)
-and returns `output_32` ... `output_512`: the full-resolution generator output divided by hr_scale,
+and returns `output_32` ... `output_512`: the full-resolution generator output in raw HR values (scaling.py),
 cropped by that many HR pixels on every side (what OTB's TensorflowModelServe and sr.py call).
-Next to it, `assets.extra/sr4rs.json` describes the model (band count, scales, training statistics);
+Next to it, `assets.extra/sr4rs.json` describes the model (band count, scaling, training statistics);
 TensorFlow and OTB ignore that folder.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import constants
 from cli import os_error_text
 from errors import SR4RSError
 from logs import get_logger
+from scaling import Scaling
 
 logger = get_logger("export")
 
@@ -29,22 +30,20 @@ class ServingModel(tf.Module):
     """The generator wrapped for serving: raw LR values in, raw HR values out, cropped per pad.
 
     Args:
-        generator: a callable LR (times lr_scale) -> {1: HR, 2: ..., 4: ...} (times hr_scale).
+        generator: a callable network LR values -> {1: HR, 2: ..., 4: ...} (network HR values).
         nbands: number of bands.
-        lr_scale: the LR scaling used in training.
-        hr_scale: the HR scaling used in training.
+        scaling: raw values -> network values, as in training.
     """
 
-    def __init__(self, generator: tf.Module, nbands: int, lr_scale: float, hr_scale: float):
+    def __init__(self, generator: tf.Module, nbands: int, scaling: Scaling):
         super().__init__(name="sr4rs")
         self.generator = generator
-        self.lr_scale = float(lr_scale)
-        self.hr_scale = float(hr_scale)
+        self.scaling = scaling
         spec = tf.TensorSpec([None, None, None, nbands], tf.float32, name=constants.LR_INPUT_NAME)
         self.serve = tf.function(self._serve, input_signature=[spec])
 
     def _serve(self, lr_input: tf.Tensor) -> dict[str, tf.Tensor]:
-        hr = self.generator(self.lr_scale * lr_input)[1] / self.hr_scale
+        hr = self.scaling.hr_to_raw(self.generator(self.scaling.lr(lr_input))[1])
         return {constants.output_name(pad): hr[:, pad:-pad, pad:-pad, :] for pad in constants.PADS}
 
 
@@ -59,7 +58,7 @@ def check_new_savedmodel_path(path: str) -> None:
         raise SR4RSError(f"{path}: permission denied (cannot write in {parent})")
 
 
-def export_savedmodel(generator: tf.Module, path: str, nbands: int, lr_scale: float, hr_scale: float,
+def export_savedmodel(generator: tf.Module, path: str, nbands: int, scaling: Scaling,
                       description: dict[str, Any] | None = None) -> None:
     """Write the SavedModel and its description; the directory appears only when complete.
 
@@ -67,12 +66,11 @@ def export_savedmodel(generator: tf.Module, path: str, nbands: int, lr_scale: fl
         generator: the trained generator.
         path: the new SavedModel directory.
         nbands: number of bands.
-        lr_scale: LR scaling used in training.
-        hr_scale: HR scaling used in training.
+        scaling: raw values -> network values, as in training.
         description: more fields for sr4rs.json (training statistics, network size, ...).
     """
     check_new_savedmodel_path(path)
-    model = ServingModel(generator, nbands, lr_scale, hr_scale)
+    model = ServingModel(generator, nbands, scaling)
     parent = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.{secrets.token_hex(4)}")
     try:
@@ -81,8 +79,8 @@ def export_savedmodel(generator: tf.Module, path: str, nbands: int, lr_scale: fl
         raise SR4RSError(f"{path}: cannot write in {parent} ({os_error_text(err)})") from None
     try:
         tf.saved_model.save(model, tmp, signatures={constants.SIGNATURE_KEY: model.serve})
-        metadata = {"format": "sr4rs", "version": 1, "nbands": nbands, "lr_scale": float(lr_scale),
-                    "hr_scale": float(hr_scale), "scale_factor": constants.SCALE,
+        metadata = {"format": "sr4rs", "version": 1, "nbands": nbands, "scaling": scaling.as_dict(),
+                    "scale_factor": constants.SCALE,
                     "input": constants.LR_INPUT_NAME,
                     "outputs": [constants.output_name(pad) for pad in constants.PADS],
                     "created": datetime.datetime.now().isoformat(timespec="seconds")}

@@ -18,10 +18,10 @@ EPSILON_DRIFT = 0.001
 LOSS_TYPES = ("WGAN-GP", "LSGAN")
 
 
-def real_pyramid(hr: tf.Tensor, hr_scale: float) -> Pyramid:
-    """The real HR image at the three scales, times hr_scale."""
+def real_pyramid(hr: tf.Tensor) -> Pyramid:
+    """The real HR image (network values, see scaling.py) at the three scales."""
     hr = tf.cast(hr, tf.float32)
-    return {f: hr_scale * downscale(hr, f) for f in constants.FACTORS}
+    return {f: downscale(hr, f) for f in constants.FACTORS}
 
 
 def l1_loss(fake: Pyramid, real: Pyramid) -> tf.Tensor:

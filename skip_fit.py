@@ -13,6 +13,7 @@ import constants
 from logs import get_logger
 from losses import real_pyramid
 from network import Generator
+from scaling import Scaling
 
 logger = get_logger("skip_fit")
 
@@ -40,27 +41,25 @@ def _targets(image: np.ndarray, factor: int, radius: int, lr_size: int) -> np.nd
     return cells.reshape(n * inner * inner, factor * factor * nbands)
 
 
-def fit_linear_skips(generator: Generator, batches: tf.data.Dataset, lr_scale: float,
-                     hr_scale: float) -> None:
+def fit_linear_skips(generator: Generator, batches: tf.data.Dataset, scaling: Scaling) -> None:
     """Set every LinearSkip of `generator` to the least-squares fit on the patches.
 
     Args:
         generator: a Generator built with residual="linear".
         batches: one pass over the training patches ({"lr": [B, s, s, C], "hr": [B, 4s, 4s, C]}).
-        lr_scale: the LR scaling of the network input.
-        hr_scale: the HR scaling of the network outputs.
+        scaling: raw values -> network values.
     """
     radius = generator.skips[0].radius
     unknowns = (2 * radius + 1) ** 2 * generator.nchannels + 1
     xtx, xty, windows = 0.0, {f: 0.0 for f in constants.FACTORS}, 0
     for batch in batches:
-        lr = lr_scale * batch[constants.LR_KEY].numpy().astype(np.float64)
+        lr = scaling.lr(batch[constants.LR_KEY]).numpy().astype(np.float64)
         if lr.shape[1] < 2 * radius + 1:
             break  # no whole window in these patches
         x = _windows(lr, radius)
         windows += len(x)
         xtx = xtx + x.T @ x
-        real = real_pyramid(batch[constants.HR_KEY], hr_scale)
+        real = real_pyramid(scaling.hr(batch[constants.HR_KEY]))
         for f in constants.FACTORS:
             y = _targets(real[f].numpy().astype(np.float64), constants.SCALE // f, radius, lr.shape[1])
             xty[f] = xty[f] + x.T @ y

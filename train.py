@@ -30,6 +30,7 @@ from export import check_new_savedmodel_path, export_savedmodel
 from logs import get_logger, setup_logging
 from losses import LOSS_TYPES
 from network import RESIDUALS, SKIP_RADIUS, UPSAMPLINGS, upsample_bicubic
+from scaling import Scaling
 from skip_fit import fit_linear_skips
 from trainer import COMPUTE_DTYPES, TrainConfig, Trainer
 from validation import Validator, split_by_position
@@ -66,7 +67,9 @@ class TrainOptions:
         vggfile: vgg19.npy weights of the perceptual loss (None: no VGG loss).
         vggfeatures: VGG features of the perceptual loss (a key of vgg.FEATURES).
         previews_step: steps between previews.
-        epochs: epochs (of each phase with pretrain).
+        epochs: epochs (of each phase with pretrain, unless pretrain_epochs says otherwise); 0 with
+            pretrain_epochs: pre-training only.
+        pretrain_epochs: with pretrain, the pre-training epochs (None: `epochs`, as the original).
         batchsize: batch size (>= MIN_BATCH_SIZE).
         streaming: read the patches from disk on the fly instead of loading them.
         pretrain: first train `epochs` epochs with the L1/L2 losses only, then the GAN.
@@ -96,6 +99,7 @@ class TrainOptions:
     vggfeatures: str = "1234"
     previews_step: int = 200
     epochs: int = 120
+    pretrain_epochs: int | None = None
     batchsize: int = 4
     streaming: bool = False
     pretrain: bool = False
@@ -203,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr_scale", type=float,
                    help="LR values are multiplied by this (aim for [0, 1]; 1e-4 for 12-bit sensors)")
     g.add_argument("--hr_scale", type=float, help="HR values are multiplied by this")
+    g.add_argument("--normalize", action="store_true",
+                   help="not in the original: instead of the scales, centre each band on the mean of the LR "
+                        "training patches and divide it by their standard deviation (LR and HR alike; the "
+                        "SavedModel still takes and gives raw values); --hr_scale then only scales the VGG "
+                        "loss's input. Strongly recommended (see README, Recommended recipes)")
     g = p.add_argument_group("network and training")
     g.add_argument("--previews_step", type=int, help="steps between previews")
     g.add_argument("--depth", type=int, help="base depth of generator and discriminator")
@@ -223,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read patches from disk on the fly (low RAM, more file system reads)")
     g.add_argument("--pretrain", action="store_true",
                    help="first train --epochs epochs with the L1/L2 losses only, then the GAN")
+    g.add_argument("--pretrain_epochs", type=int, metavar="N",
+                   help="not in the original: with --pretrain, N pre-training epochs instead of --epochs "
+                        "(then --epochs GAN epochs; --epochs 0: pre-training only)")
     g.add_argument("--residual", choices=[r for r in RESIDUALS if r],
                    help="not in the original network (default: off): each output = an upsampling of the "
                         "input + the network's output (whose output convs start at zero). bicubic: fixed "
@@ -267,7 +279,11 @@ def validate(options: TrainOptions) -> None:
     if options.batchsize < MIN_BATCH_SIZE:
         raise SR4RSError(f"--batchsize {options.batchsize} is too small: it must be >= {MIN_BATCH_SIZE}, "
                          "because the discriminator uses minibatch statistics (Karras et al.)")
-    positive = {"epochs": options.epochs, "depth": cfg.depth, "previews_step": options.previews_step,
+    if options.pretrain_epochs is not None and not (options.pretrain and options.pretrain_epochs > 0):
+        raise SR4RSError(f"--pretrain_epochs {options.pretrain_epochs}: it needs --pretrain and must be > 0")
+    if not (options.epochs > 0 or (options.epochs == 0 and options.pretrain_epochs)):
+        raise SR4RSError(f"--epochs must be > 0, or 0 with --pretrain_epochs (got {options.epochs})")
+    positive = {"depth": cfg.depth, "previews_step": options.previews_step,
                 "adam_lr": cfg.adam_lr, "lr_scale": cfg.lr_scale, "hr_scale": cfg.hr_scale}
     for name, value in positive.items():
         if not value > 0:
@@ -335,6 +351,8 @@ def run_name(options: TrainOptions, now: datetime.datetime) -> str:
         name += f"_Residual-{cfg.residual}"
     if cfg.upsampling != DEFAULTS["upsampling"]:
         name += f"_Upsampling-{cfg.upsampling}"
+    if cfg.normalize:
+        name += "_Normalized"
     if cfg.compute_dtype != DEFAULTS["compute_dtype"]:
         name += f"_MixedPrecision-{cfg.compute_dtype}"
     if options.pretrain:
@@ -354,7 +372,8 @@ def log_summary(options: TrainOptions) -> None:
                  ("VGG features", options.vggfeatures)]
     mixed = cfg.compute_dtype != DEFAULTS["compute_dtype"]
     rows += [("Base depth", cfg.depth), ("Number of ResBlocks", cfg.nresblocks),
-             ("Low-res image scale", cfg.lr_scale), ("Hi-res image scale", cfg.hr_scale),
+             ("Low-res image scale", "per-band mean/std (--normalize)" if cfg.normalize else cfg.lr_scale),
+             ("Hi-res image scale", "per-band mean/std (--normalize)" if cfg.normalize else cfg.hr_scale),
              ("Pre-training", "yes" if options.pretrain else "no"),
              ("Residual skip", cfg.residual or "none (original network)"),
              ("Upsampling", cfg.upsampling),
@@ -410,8 +429,14 @@ def read_patches(options: TrainOptions, replicas: int, vgg: bool) -> PatchesData
     if cfg.residual == "linear" and patches.lr_patch_size < 2 * SKIP_RADIUS + 1:
         raise SR4RSError(f"--residual linear needs LR patches of at least {2 * SKIP_RADIUS + 1} pixels "
                          f"(they have {patches.lr_patch_size})")
-    check_scales(patches.lr_stats, cfg.lr_scale, "lr")
-    check_scales(patches.hr_stats, cfg.hr_scale, "hr")
+    if cfg.normalize:
+        logger.info("Normalization (LR training patches): mean %s, std %s",
+                    " ".join(f"{m:.6g}" for m in patches.lr_stats["mean"]),
+                    " ".join(f"{m:.6g}" for m in patches.lr_stats["std"]))
+    else:
+        check_scales(patches.lr_stats, cfg.lr_scale, "lr")
+    if not cfg.normalize or vgg:
+        check_scales(patches.hr_stats, cfg.hr_scale, "hr")
     return patches
 
 
@@ -471,8 +496,10 @@ class Fit:
         self.trainer, self.patches, self.checkpoints, self.board = trainer, patches, checkpoints, board
         self.options, self.preview, self.validator = options, preview, validator
         self.train_indices = train_indices
-        pretraining = [("pre-training", trainer.pretrain_step)] * options.epochs if options.pretrain else []
-        self.schedule = pretraining + [("training", trainer.train_step)] * options.epochs
+        self.pretraining = (options.epochs if options.pretrain_epochs is None else options.pretrain_epochs) \
+            if options.pretrain else 0
+        self.schedule = [("pre-training", trainer.pretrain_step)] * self.pretraining + \
+            [("training", trainer.train_step)] * options.epochs
         pairs = patches.n_patches if train_indices is None else len(train_indices)
         self.steps_per_epoch = pairs // options.batchsize
         self.losses: dict[str, float] = {}
@@ -525,7 +552,9 @@ class Fit:
 
     def label(self) -> str:
         """How the logs name the current epoch, e.g. "pre-training epoch 2/10"."""
-        return f"{self.phase} epoch {self.index % self.options.epochs + 1}/{self.options.epochs}"
+        if self.index < self.pretraining:
+            return f"{self.phase} epoch {self.index + 1}/{self.pretraining}"
+        return f"{self.phase} epoch {self.index - self.pretraining + 1}/{self.options.epochs}"
 
     def epoch(self, dataset: tf.distribute.DistributedDataset) -> bool:
         """The current epoch of the schedule: one pass over the patches, with a progress bar; False when
@@ -569,8 +598,7 @@ class Fit:
             best_psnr, best_epochs = self.phase_best[self.phase]
             stale = self.index + 1 - best_epochs
             if self.options.early_stop and stale >= self.options.early_stop:
-                following = self.options.epochs if self.index < self.options.epochs < len(self.schedule) \
-                    else len(self.schedule)
+                following = self.pretraining if self.index < self.pretraining else len(self.schedule)
                 if following > self.index + 1:
                     logger.info("Early stop of %s: no better validation PSNR than %.3f dB (after epoch %s) "
                                 "for %s epoch(s)", self.phase, best_psnr, best_epochs, stale)
@@ -667,14 +695,17 @@ def train(options: TrainOptions, strategy: tf.distribute.Strategy | None = None)
     preview = read_preview(options.preview, patches.nbands, cfg.depth) if options.preview else None
     train_indices, validator = read_validation(options, patches)
 
-    trainer = Trainer(cfg, patches.nbands, strategy, vgg_features)
+    scaling = None
+    if cfg.normalize:
+        scaling = Scaling.standardize(patches.lr_stats["mean"], patches.lr_stats["std"])
+    trainer = Trainer(cfg, patches.nbands, strategy, vgg_features, scaling)
     checkpoints = Checkpoints(trainer, options.save_ckpt, run_name(options, datetime.datetime.now()))
     if options.load_ckpt:
         checkpoints.restore(options.load_ckpt)
     elif cfg.residual == "linear":  # fitted on the training pairs only
         pairs = patches.n_patches if train_indices is None else len(train_indices)
         batches = patches.tf_dataset(min(LSFIT_BATCH, pairs), shuffle=False, indices=train_indices)
-        fit_linear_skips(trainer.generator, batches.take(LSFIT_BATCHES), cfg.lr_scale, cfg.hr_scale)
+        fit_linear_skips(trainer.generator, batches.take(LSFIT_BATCHES), trainer.scaling)
     board = TensorBoard(options.logdir, checkpoints.name)
     try:
         losses = Fit(trainer, patches, checkpoints, board, options, preview, validator, train_indices).run()
@@ -684,8 +715,10 @@ def train(options: TrainOptions, strategy: tf.distribute.Strategy | None = None)
     validation = exported_weights(checkpoints, options.export) if validator is not None else {}
 
     if options.savedmodel:
-        export_savedmodel(trainer.generator, options.savedmodel, patches.nbands, cfg.lr_scale, cfg.hr_scale,
-                          description={"lr_stats": patches.lr_stats, "hr_stats": patches.hr_stats,
+        export_savedmodel(trainer.generator, options.savedmodel, patches.nbands, trainer.scaling,
+                          description={"lr_scale": cfg.lr_scale, "hr_scale": cfg.hr_scale,
+                                       "normalize": cfg.normalize, "lr_stats": patches.lr_stats,
+                                       "hr_stats": patches.hr_stats,
                                        "dtype": np.dtype(patches.dtype).name, "depth": cfg.depth,
                                        "nresblocks": cfg.nresblocks, "residual": cfg.residual,
                                        "upsampling": cfg.upsampling,

@@ -21,6 +21,7 @@ import constants
 import losses
 from logs import get_logger
 from network import Discriminator, Generator
+from scaling import Scaling
 from vgg import VGG19Features
 
 logger = get_logger("trainer")
@@ -42,7 +43,10 @@ class TrainConfig:
         depth: base depth of the generator and the discriminator.
         nresblocks: residual blocks of the generator.
         lr_scale: LR values are multiplied by this at the network's input.
-        hr_scale: HR values are multiplied by this (the outputs divided by it).
+        hr_scale: HR values are multiplied by this (the outputs divided by it); with normalize, the scale
+            of the VGG loss's input only.
+        normalize: standardize every band with the LR training patches' mean and standard deviation
+            instead of the scales (scaling.Scaling.standardize; the statistics come with the patches).
         adam_lr: learning rate of the Adam optimisers.
         adam_b1: beta1 of the generator's and the discriminator's Adam.
         l1weight: L1 loss weight.
@@ -60,6 +64,7 @@ class TrainConfig:
     nresblocks: int = 16
     lr_scale: float = 1e-4
     hr_scale: float = 1e-4
+    normalize: bool = False
     adam_lr: float = 1e-3
     adam_b1: float = 0.0
     l1weight: float = 0.0
@@ -165,10 +170,12 @@ class Trainer(tf.Module):
         nbands: band count of the patches.
         strategy: a tf.distribute strategy (default: the current one, i.e. no distribution).
         vgg_features: the VGG19 feature extractor, or None for no perceptual loss.
+        scaling: raw values -> network values; required with config.normalize (the patches' statistics),
+            else the scales of config.
     """
 
     def __init__(self, config: TrainConfig, nbands: int, strategy: tf.distribute.Strategy | None = None,
-                 vgg_features: VGG19Features | None = None):
+                 vgg_features: VGG19Features | None = None, scaling: Scaling | None = None):
         super().__init__(name="trainer")
         if config.losstype not in losses.LOSS_TYPES:
             raise ValueError(f"unknown loss type {config.losstype}")
@@ -177,13 +184,16 @@ class Trainer(tf.Module):
         # Grappler's remapper fails on the LeakyRelu gradients and logs a (harmless) error on every
         # trace; without it the steps are as fast (measured).
         tf.config.optimizer.set_experimental_options({"remapping": False})
+        if config.normalize and scaling is None:
+            raise ValueError("normalize needs the scaling of the patches' statistics")
         self.config = config
+        self.scaling = scaling or Scaling.scales(nbands, config.lr_scale, config.hr_scale)
         self.compute_dtype = tf.as_dtype(config.compute_dtype)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.vgg_features = vgg_features
         with self.strategy.scope():
             self.generator = Generator(nbands, config.nresblocks, config.depth, config.residual,
-                                       residual_gain=config.hr_scale / config.lr_scale,
+                                       residual_gain=self.scaling.residual_gain,
                                        upsampling=config.upsampling)
             self.discriminator = Discriminator(config.depth)
             self.discriminator.build(nbands)
@@ -212,8 +222,14 @@ class Trainer(tf.Module):
         return state
 
     def _inputs(self, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, losses.Pyramid]:
-        lr = self.config.lr_scale * tf.cast(batch[constants.LR_KEY], tf.float32)
-        return lr, losses.real_pyramid(batch[constants.HR_KEY], self.config.hr_scale)
+        return (self.scaling.lr(batch[constants.LR_KEY]),
+                losses.real_pyramid(self.scaling.hr(batch[constants.HR_KEY])))
+
+    def _vgg_view(self, images: losses.Pyramid) -> losses.Pyramid:
+        """Network HR values as the VGG loss wants them: raw values times hr_scale (mostly in [0, 1])."""
+        if not self.config.normalize:
+            return images  # already raw times hr_scale
+        return {f: self.config.hr_scale * self.scaling.hr_to_raw(x) for f, x in images.items()}
 
     def _generator(self, lr: tf.Tensor) -> losses.Pyramid:
         """The generator in the compute dtype on float32 `lr`, its outputs in float32."""
@@ -263,7 +279,7 @@ class Trainer(tf.Module):
             values[constants.GEN_LOSS_GAN] = cfg.ganweight * g_gan
             vgg = tf.constant(0.0)
             if self.vgg_features is not None and cfg.vggweight > 0:
-                vgg = losses.vgg_loss(self.vgg_features, fake, real)
+                vgg = losses.vgg_loss(self.vgg_features, self._vgg_view(fake), self._vgg_view(real))
             values[constants.GEN_LOSS_VGG] = cfg.vggweight * vgg
             g_loss = tf.add_n(list(values.values())) / replicas
             values[constants.DIS_LOSS] = d_loss
@@ -315,5 +331,5 @@ class Trainer(tf.Module):
     def _generate(self, lr: tf.Tensor) -> dict[int, tf.Tensor]:
         """Generator outputs (in the compute dtype, returned as float32) in raw HR values for a raw LR
         image (for previews)."""
-        fake = self._generator(self.config.lr_scale * tf.cast(lr, tf.float32))
-        return {f: fake[f] / self.config.hr_scale for f in constants.FACTORS}
+        fake = self._generator(self.scaling.lr(lr))
+        return {f: self.scaling.hr_to_raw(fake[f]) for f in constants.FACTORS}

@@ -89,7 +89,7 @@ def run_variant(name: str, parts: dict[str, str], folder: str) -> dict:
     trainer = Trainer(TrainConfig(lr_scale=SCALE, hr_scale=SCALE, vggweight=0.0, **fields), 4)
     start = time.time()
     if fit:
-        fit_linear_skips(trainer.generator, patches.tf_dataset(64, shuffle=False), SCALE, SCALE)
+        fit_linear_skips(trainer.generator, patches.tf_dataset(64, shuffle=False), trainer.scaling)
     step, epoch = 0, 0
     while step < pre_steps + gan_steps:
         for batch in patches.tf_dataset(8, seed=epoch):

@@ -58,12 +58,14 @@ def main() -> None:
     from export import export_savedmodel
     from network import Generator
     from otb_env import load_otb
+    from scaling import Scaling
     from sr_model import Signature, inspect_savedmodel
 
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "model")
         tf.random.set_seed(0)
-        export_savedmodel(Generator(args.bands, args.nresblocks, args.depth), model, args.bands, 1e-4, 1e-4)
+        export_savedmodel(Generator(args.bands, args.nresblocks, args.depth), model, args.bands,
+                          Scaling.scales(args.bands, 1e-4, 1e-4))
         src = os.path.join(tmp, "lr.tif")
         ds = gdal.GetDriverByName("GTiff").Create(src, args.size, args.size, args.bands, gdal.GDT_Int16)
         ds.SetGeoTransform((500000.0, 10.0, 0.0, 4800000.0, 0.0, -10.0))

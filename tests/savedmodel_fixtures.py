@@ -15,6 +15,7 @@ from helpers import ORIGINAL_CODE, ORIGINAL_SHIM, write_raster
 import constants
 from export import export_savedmodel
 from network import Generator
+from scaling import Scaling
 
 
 def cached(factory: pytest.TempPathFactory, name: str, build: Callable[[str], None]) -> str:
@@ -53,13 +54,15 @@ def nearest_export(path: str, nbands: int, lr_stats: dict[str, list[float]] | No
     def generator(lr: tf.Tensor) -> dict[int, tf.Tensor]:
         return {1: tf.repeat(tf.repeat(lr, constants.SCALE, axis=1), constants.SCALE, axis=2)}
 
-    export_savedmodel(generator, path, nbands, 1.0, 1.0, {"lr_stats": lr_stats} if lr_stats else None)
+    export_savedmodel(generator, path, nbands, Scaling.scales(nbands, 1.0, 1.0),
+                      {"lr_stats": lr_stats} if lr_stats else None)
 
 
 def generator_model(path: str, nbands: int) -> None:
     """A tiny random generator (depth 4, 1 residual block: receptive-field radius 48 HR pixels)."""
     tf.random.set_seed(nbands)
-    export_savedmodel(Generator(nbands, nresblocks=1, dim=4), path, nbands, 1e-3, 1e-3)
+    export_savedmodel(Generator(nbands, nresblocks=1, dim=4), path, nbands,
+                      Scaling.scales(nbands, 1e-3, 1e-3))
 
 
 TF1_NEAREST = textwrap.dedent("""

@@ -10,13 +10,14 @@ from savedmodel_fixtures import cached, original_model
 import constants
 from checkpoints import Checkpoints, check_checkpoint, checkpoint_location, find_checkpoint
 from errors import SR4RSError
+from scaling import Scaling
 from trainer import TrainConfig, Trainer
 
 TINY = {"depth": 4, "nresblocks": 1}
 
 
-def tiny_trainer(nbands=3, **settings):
-    return Trainer(TrainConfig(**TINY, **settings), nbands)
+def tiny_trainer(nbands=3, scaling=None, **settings):
+    return Trainer(TrainConfig(**TINY, **settings), nbands, scaling=scaling)
 
 
 def randomise(trainer, seed):
@@ -144,3 +145,16 @@ def test_an_original_checkpoint_into_another_network_is_refused(tmp_path_factory
     checkpoints = Checkpoints(trainer, str(tmp_path_factory.mktemp("unused")), "run")
     with pytest.raises(SR4RSError, match="is the original network: load it without --residual"):
         checkpoints.restore(savedmodel + "_work/ck")
+
+
+def test_normalize_resumes_only_with_the_statistics_of_its_patches(tmp_path):
+    def trainer(mean):
+        return tiny_trainer(scaling=Scaling.standardize([mean] * 3, [10.0] * 3), normalize=True)
+
+    prefix = Checkpoints(trainer(100.0), str(tmp_path) + os.sep, "run").save(0)
+    Checkpoints(trainer(100.0), str(tmp_path) + os.sep, "run").restore(prefix)
+    with pytest.raises(SR4RSError, match="--normalize took other statistics from other patches"):
+        Checkpoints(trainer(101.0), str(tmp_path) + os.sep, "run").restore(prefix)
+    with pytest.raises(SR4RSError, match="--normalize False in the checkpoint, True here"):
+        Checkpoints(trainer(100.0), str(tmp_path) + os.sep, "run").restore(
+            Checkpoints(tiny_trainer(), str(tmp_path / "plain") + os.sep, "plain").save(0))

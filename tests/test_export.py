@@ -11,6 +11,7 @@ import constants
 import export
 from errors import SR4RSError
 from network import Generator
+from scaling import Scaling
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def exported(tmp_path_factory):
     tf.random.set_seed(3)
     generator = Generator(3, nresblocks=1, dim=4)
     path = str(tmp_path_factory.mktemp("export") / "model")
-    export.export_savedmodel(generator, path, 3, lr_scale=1e-3, hr_scale=2e-3,
+    export.export_savedmodel(generator, path, 3, Scaling.scales(3, 1e-3, 2e-3),
                              description={"lr_stats": {"mean": [1.0, 2.0, 3.0]}})
     return generator, path
 
@@ -51,7 +52,8 @@ def test_every_pad_gives_a_ts_by_ts_tile(exported, signature, pad):
 def test_description_travels_with_the_model(exported):
     meta = export.read_metadata(exported[1])
     assert meta["nbands"] == 3 and meta["scale_factor"] == 4
-    assert meta["lr_scale"] == 1e-3 and meta["hr_scale"] == 2e-3
+    assert meta["scaling"] == {"lr_offset": [0.0] * 3, "lr_gain": [1e-3] * 3, "hr_offset": [0.0] * 3,
+                               "hr_gain": [2e-3] * 3}
     assert meta["lr_stats"] == {"mean": [1.0, 2.0, 3.0]}
     assert export.read_metadata(os.path.dirname(exported[1])) is None
 
@@ -70,7 +72,7 @@ def test_a_failed_export_leaves_nothing(tmp_path):
 
     target = tmp_path / "model"
     with pytest.raises(RuntimeError):
-        export.export_savedmodel(Broken(), str(target), 3, 1.0, 1.0)
+        export.export_savedmodel(Broken(), str(target), 3, Scaling.scales(3, 1.0, 1.0))
     assert os.listdir(tmp_path) == []
 
 
@@ -78,7 +80,7 @@ def test_the_savedmodel_gets_the_umasks_permissions(tmp_path):
     """Another user (e.g. `docker run -u`) can read the model: not tempfile.mkdtemp's 700."""
     old = os.umask(0o022)
     try:
-        export.export_savedmodel(lambda lr: {1: lr}, str(tmp_path / "model"), 1, 1.0, 1.0)
+        export.export_savedmodel(lambda lr: {1: lr}, str(tmp_path / "model"), 1, Scaling.scales(1, 1.0, 1.0))
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "model").st_mode) == 0o755
@@ -98,3 +100,16 @@ def test_a_read_only_parent_is_permission_denied(tmp_path):
             export.check_new_savedmodel_path(str(folder / "model"))
     finally:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_normalized_model_takes_and_gives_raw_values(tmp_path):
+    """--normalize: the serving function standardizes the input band by band and undoes it on the output."""
+    generator = Generator(2, nresblocks=1, dim=4)
+    scaling = Scaling.standardize([1000.0, 50.0], [200.0, 10.0])
+    export.export_savedmodel(generator, str(tmp_path / "model"), 2, scaling)
+    serve = tf.saved_model.load(str(tmp_path / "model")).signatures[constants.SIGNATURE_KEY]
+    lr = np.random.default_rng(0).normal([1000.0, 50.0], [200.0, 10.0], (1, 72, 72, 2)).astype(np.float32)
+    out = serve(lr_input=tf.constant(lr))[constants.output_name(32)].numpy()
+    network_out = generator(tf.constant((lr - [1000.0, 50.0]) / [200.0, 10.0], tf.float32))[1].numpy()
+    expected = (network_out * [200.0, 10.0] + [1000.0, 50.0])[:, 32:-32, 32:-32]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)

@@ -6,6 +6,7 @@ import tensorflow as tf
 import constants
 import network
 from losses import real_pyramid
+from scaling import Scaling
 from skip_fit import fit_linear_skips
 
 BORDER = 3  # LR pixels near the image border where mirrored padding and bicubic's clamping differ
@@ -54,8 +55,8 @@ def test_least_squares_recovers_an_exactly_linear_super_resolution():
     hr = np.repeat(np.repeat(sharpened, 4, axis=1), 4, axis=2)
     batches = tf.data.Dataset.from_tensor_slices({"lr": lr, "hr": hr}).batch(16)
     generator = network.Generator(2, nresblocks=1, dim=4, residual="linear", residual_gain=2.0)
-    fit_linear_skips(generator, batches, lr_scale=1e-3, hr_scale=2e-3)
-    real = real_pyramid(tf.constant(hr[:4]), 2e-3)
+    fit_linear_skips(generator, batches, Scaling.scales(2, 1e-3, 2e-3))
+    real = real_pyramid(2e-3 * tf.constant(hr[:4]))
     for factor, skip in zip(constants.FACTORS, generator.skips, strict=True):
         got = skip(tf.constant(1e-3 * lr[:4]))
         # away from the patch borders (np.roll wraps around, the blur of factor 2 pads with zeros)
@@ -68,7 +69,7 @@ def test_too_few_windows_keep_the_bicubic_start(caplog):
     batches = tf.data.Dataset.from_tensor_slices({"lr": lr, "hr": hr}).batch(4)
     generator = network.Generator(1, nresblocks=1, dim=4, residual="linear")
     before = [s.kernel.numpy().copy() for s in generator.skips]
-    fit_linear_skips(generator, batches, 1.0, 1.0)
+    fit_linear_skips(generator, batches, Scaling.scales(1, 1.0, 1.0))
     assert all(np.array_equal(b, s.kernel.numpy()) for b, s in zip(before, generator.skips, strict=True))
     assert "keep their bicubic start" in caplog.text
 
@@ -79,6 +80,6 @@ def test_patches_smaller_than_the_window_keep_the_bicubic_start(caplog):
     batches = tf.data.Dataset.from_tensor_slices({"lr": lr, "hr": hr}).batch(8)
     generator = network.Generator(1, nresblocks=1, dim=4, residual="linear")
     before = generator.skips[0].kernel.numpy().copy()
-    fit_linear_skips(generator, batches, 1.0, 1.0)
+    fit_linear_skips(generator, batches, Scaling.scales(1, 1.0, 1.0))
     np.testing.assert_array_equal(before, generator.skips[0].kernel.numpy())
     assert "keep their bicubic start" in caplog.text

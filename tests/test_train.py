@@ -199,7 +199,8 @@ def test_train_from_python_exports_the_trained_generator_and_its_options(python_
     ({"trainer": TrainConfig(compute_dtype="float64")}, "compute_dtype 'float64' is not one of float32"),
     ({"vggfeatures": "vgg99"}, "vggfeatures 'vgg99' is not one of 1234"),
     ({"trainer": TrainConfig(adam_lr=np.float32(1e-3))}, "go to the SavedModel's sr4rs.json"),
-    ({"epochs": 0}, "--epochs must be > 0 (got 0)"),
+    ({"epochs": 0}, "--epochs must be > 0, or 0 with --pretrain_epochs (got 0)"),
+    ({"pretrain_epochs": 3}, "--pretrain_epochs 3: it needs --pretrain and must be > 0"),
 ])
 def test_python_callers_get_the_checks_of_the_command_line(data, tmp_path, change, message):
     options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=str(tmp_path / "ck"),
@@ -405,3 +406,37 @@ def test_the_time_limit_stops_the_run_as_at_its_end(data, tmp_path, monkeypatch)
     assert result.validation["step"] in (3, 4) and os.path.isdir(result.savedmodel)
     assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(result.checkpoints, "ckpt-*.index"))) \
         == ["ckpt-0.index", "ckpt-1.index"]  # the end of epoch 1, and the cut epoch 2 (restarted on resume)
+
+
+@pytest.mark.slow
+def test_normalize_trains_on_standardized_bands_and_exports_raw_values(data, tmp_path):
+    options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=tmp_path / "ck",
+                           savedmodel=tmp_path / "model", epochs=1, batchsize=4, seed=4,
+                           trainer=TrainConfig(depth=4, nresblocks=1, l1weight=1.0, l2weight=0.0,
+                                               normalize=True, upsampling="pixelshuffle", residual="bicubic"))
+    result = train.train(options)
+    meta = read_metadata(result.savedmodel)
+    stats = meta["lr_stats"]
+    assert meta["normalize"] and meta["scaling"]["lr_offset"] == pytest.approx(stats["mean"])
+    assert meta["scaling"]["hr_gain"] == pytest.approx([1 / s for s in stats["std"]])
+    assert "_Upsampling-pixelshuffle_Normalized_" in result.run
+    signature = tf.saved_model.load(result.savedmodel).signatures[constants.SIGNATURE_KEY]
+    lr = np.random.default_rng(1).uniform(0, 3000, (1, 20, 20, 4)).astype(np.float32)
+    exported = signature(lr_input=tf.constant(lr))[constants.output_name(32)].numpy()
+    expected = result.trainer.generate(tf.constant(lr))[1].numpy()[:, 32:-32, 32:-32]
+    np.testing.assert_allclose(exported, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    # values near the patches' own: the standardized residual network stays near bicubic after 3 steps
+    bicubic = tf.image.resize(lr, [80, 80], method="bicubic").numpy()[:, 32:-32, 32:-32]
+    assert np.abs(exported - bicubic).mean() < 0.1 * np.abs(bicubic).mean()
+
+
+@pytest.mark.slow
+def test_pretrain_epochs_and_no_gan_phase(data, tmp_path):
+    options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=str(tmp_path / "ck") + "/",
+                           logdir=tmp_path / "logs", pretrain=True, pretrain_epochs=2, epochs=0, batchsize=4,
+                           trainer=TrainConfig(depth=4, nresblocks=1, l1weight=1.0))
+    result = train.train(options)
+    assert (result.epochs_done, result.steps) == (2, 6)  # 2 pre-training epochs of 3 steps, no GAN epoch
+    found = events(tmp_path / "logs")
+    assert [s for s, _ in found[constants.GEN_LOSS_L1]] == list(range(6))
+    assert constants.DIS_LOSS not in found
