@@ -14,8 +14,10 @@ on a part of a real image it never saw?
    bicubic upsampling of the same LR as the baseline.
 
 The last line printed is a JSON object: psnr_sr, psnr_bicubic, gain_db, ssim_sr, ssim_bicubic,
-sam_sr, sam_bicubic, train_s, steps, valid_gain_db (the exported weights' validation score) and the
-settings. `--section NAME` also writes a row of results into BENCHMARKS.md (section NAME).
+sam_sr, sam_bicubic, train_s, steps, valid_gain_db (the exported weights' validation score),
+validation_share (the share of the training time spent validating) and the settings. `--write` also
+puts the result as a row of BENCHMARKS.md's "real" section (replacing the row of the same image and
+minutes).
 """
 from __future__ import annotations
 
@@ -36,22 +38,32 @@ import evaluate  # noqa: E402
 import extract_patches  # noqa: E402
 import sr  # noqa: E402
 import train  # noqa: E402
-from bench.report import machine  # noqa: E402
+from bench.report import BENCHMARKS, machine, write_section  # noqa: E402
 from demo.pairs import make_pairs  # noqa: E402
 from demo.recipes import CPU_RECIPE  # noqa: E402
 from raster import open_raster, read_array  # noqa: E402
 
 TEST_SHARE = 0.25  # the held-out test part: the last quarter along the longer side
-LR_PATCH, STEP = 16, 8  # LR patch size and grid step of the training patches
+LR_PATCH = 16  # LR patch size of the training patches (every LR_PATCH / 2 pixels)
 
 
-def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[str]) -> dict:
-    """The whole benchmark on one image; the results (see the module's doc)."""
+def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[str],
+        lr_patch: int = LR_PATCH) -> dict:
+    """The whole benchmark on one image; the results (see the module's doc).
+
+    Args:
+        image: the real HR image.
+        minutes: training time budget (0: none, the recipe's --epochs end the run).
+        folder: working folder.
+        use_nodata: honour the image's nodata value.
+        recipe: train.py's arguments.
+        lr_patch: LR patch size (patches every lr_patch / 2 pixels).
+    """
     parts = make_pairs(image, folder, TEST_SHARE, use_nodata)
     patches = {k: os.path.join(folder, f"{k}_patches.tif") for k in ("lr", "hr")}
-    assert extract_patches.main(["--lr", parts.train_lr, "--hr", parts.train_hr, "--lr_patchsize",
-                                 str(LR_PATCH), "--step", str(STEP), "--out_lr", patches["lr"], "--out_hr",
-                                 patches["hr"], "--quiet"]) == 0
+    assert extract_patches.main(["--lr", parts.train_lr, "--hr", parts.train_hr,
+                                 "--lr_patchsize", str(lr_patch), "--step", str(lr_patch // 2),
+                                 "--out_lr", patches["lr"], "--out_hr", patches["hr"], "--quiet"]) == 0
     scale = f"{1.0 / float(np.nanmax(read_array(open_raster(parts.train_lr)))):.3g}"  # values in [0, 1]
     model = os.path.join(folder, "savedmodel")
     options = train.options_from_args(train.build_parser().parse_args(
@@ -59,8 +71,22 @@ def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[
          os.path.join(folder, "ckpts") + "/", "--logdir", os.path.join(folder, "logs"), "--savedmodel", model,
          "--lr_scale", scale, "--hr_scale", scale, "--time_limit", str(minutes), "--seed", "0",
          *recipe]))
+    validation_s = []
+    validate = train.Fit.validate
+
+    def timed_validate(self: train.Fit, epochs_done: int) -> bool:
+        begin = time.perf_counter()
+        try:
+            return validate(self, epochs_done)
+        finally:
+            validation_s.append(time.perf_counter() - begin)
+
+    train.Fit.validate = timed_validate  # measure the validations' share of the training time
     started = time.perf_counter()
-    result = train.train(options)
+    try:
+        result = train.train(options)
+    finally:
+        train.Fit.validate = validate
     train_s = time.perf_counter() - started
     sr_image = os.path.join(folder, "test_sr.tif")
     assert sr.main(["--input", parts.test_lr, "--savedmodel", model, "--output", sr_image,
@@ -72,8 +98,43 @@ def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[
             "ssim_sr": ours["ssim"], "ssim_bicubic": bicubic["ssim"],
             "sam_sr": ours["sam"], "sam_bicubic": bicubic["sam"], "train_s": round(train_s, 1),
             "steps": result.steps, "valid_gain_db": result.validation.get("gain_db"),
+            "validations": len(validation_s), "validation_share": round(sum(validation_s) / train_s, 4),
             "exported_step": result.validation.get("step"), "recipe": " ".join(recipe),
             "machine": machine()}
+
+
+SECTION = "real"
+TABLE_HEAD = ("| image (test part) | minutes | steps | SR PSNR | bicubic PSNR | gain (dB) "
+              "| SSIM SR / bicubic | validation gain (dB) | validating | machine |\n"
+              "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def write_row(result: dict) -> None:
+    """Put `result` in BENCHMARKS.md's section, replacing the row of the same image and minutes."""
+    row = (f"| {result['image']} | {result['minutes']:g} | {result['steps']} | {result['psnr_sr']:.3f} | "
+           f"{result['psnr_bicubic']:.3f} | **{result['gain_db']:+.3f}** | {result['ssim_sr']:.4f} / "
+           f"{result['ssim_bicubic']:.4f} | {result['valid_gain_db']:+.3f} | "
+           f"{100 * result['validation_share']:.1f}% | {result['machine']} |")
+    text = open(BENCHMARKS).read() if os.path.exists(BENCHMARKS) else ""
+    start = text.find(f"<!-- {SECTION} -->")
+    rows = [] if start < 0 else [line for line in text[start:text.find(f"<!-- /{SECTION} -->")].splitlines()
+                                 if line.startswith("| ") and not line.startswith("| image")]
+    key = row.split(" | ")[:2]
+    rows = [r for r in rows if r.split(" | ")[:2] != key] + [row]
+    title = "Quality on real imagery: SR vs bicubic on a held-out part (`bench/bench_real.py`)"
+    write_section(SECTION, f"""## {title}
+
+Each row: `bench/bench_real.py --hr IMAGE --minutes M --write`. The image is the HR truth; its LR input is
+its 4 x 4 block mean; the last quarter along its longer side is the test part, never trained on (nor used
+to pick the weights); the rest is the training part (16-px LR patches every 8 px, 10% of them held out by
+position for validation, which picks the exported weights). Training: the recommended CPU recipe
+(`{" ".join(CPU_RECIPE)}`, scales 1 / the LR maximum) for M minutes on the CPU (2 cores); then `sr.py`
+(built-in engine) on the test LR and `evaluate.py` against the test HR, with GDAL's bicubic upsampling of
+the same LR as the baseline. "validating": share of the training time spent in validation.
+
+{TABLE_HEAD}
+{chr(10).join(rows)}
+""")
 
 
 def main() -> None:
@@ -81,6 +142,7 @@ def main() -> None:
     p.add_argument("--hr", required=True, help="a real image (any GDAL raster)")
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
     p.add_argument("--out", help="working folder (default: a temporary one, deleted)")
+    p.add_argument("--write", action="store_true", help="put the result in BENCHMARKS.md")
     p.add_argument("--nodata", choices=["file", "none"], default="file",
                    help="use the image's nodata value, or none (e.g. 8-bit images whose declared nodata "
                         "255 is also saturated white)")
@@ -89,6 +151,8 @@ def main() -> None:
         folder = args.out or tmp
         os.makedirs(folder, exist_ok=True)
         result = run(args.hr, args.minutes, folder, args.nodata == "file", CPU_RECIPE)
+    if args.write:
+        write_row(result)
     print(json.dumps(result))
 
 
