@@ -49,6 +49,8 @@ PATH_FIELDS = ("save_ckpt", "preview", "logdir", "load_ckpt", "savedmodel", "vgg
 PATCHES_FIELDS = ("lr_patches", "hr_patches", "valid_lr_patches", "valid_hr_patches")
 EXPORTS = ("best", "last")
 VALID = "valid/"  # TensorBoard tag prefix of the validation scores
+# At an epoch's end, validation waits for this many times its own duration of training (<= 5% of the time).
+VALID_TIME_RATIO = 19
 
 
 @dataclasses.dataclass
@@ -509,6 +511,8 @@ class Fit:
         # per phase: (best PSNR, epochs done then), for early stopping
         self.phase_best = {self.best["phase"]: (self.best["psnr"], self.best["epoch"])} if self.best else {}
         self.valid_postfix: dict[str, str] = {}
+        self.valid_cost: float | None = None  # seconds the last validation took
+        self.valid_end = 0.0  # when it ended (perf_counter)
         self.deadline = monotonic() + 60 * options.time_limit if options.time_limit else math.inf
 
     @property
@@ -586,15 +590,15 @@ class Fit:
         self.checkpoints.step.assign_add(1)
         valid_step = self.options.valid_step
         if self.validator is not None and valid_step and (step + 1) % valid_step == 0:
-            if self.validate(self.index):
-                self.checkpoints.save_best()
+            self.validate(self.index)
 
     def end_of_epoch(self) -> int:
         """After the current epoch: validate, checkpoint and log; the index of the next epoch to run (the
         next phase's first when early stopping ends this one)."""
-        following, improved = self.index + 1, False
-        if self.validator is not None:
-            improved = self.validate(self.index + 1)
+        following = self.index + 1
+        if self.validator is not None and self.validation_due():
+            self.validate(self.index + 1)
+        if self.validator is not None and self.phase in self.phase_best:
             best_psnr, best_epochs = self.phase_best[self.phase]
             stale = self.index + 1 - best_epochs
             if self.options.early_stop and stale >= self.options.early_stop:
@@ -604,19 +608,24 @@ class Fit:
                                 "for %s epoch(s)", self.phase, best_psnr, best_epochs, stale)
         self.checkpoints.epoch.assign(following)
         saved = self.checkpoints.save(self.index)
-        if improved:
-            self.checkpoints.save_best()
         logger.info("%s done (step %s), file system wait %.2fs, checkpoint %s", self.label(),
                     int(self.checkpoints.step), self.patches.pop_wait_seconds(), saved)
         return following
 
+    def validation_due(self) -> bool:
+        """Whether to validate at the end of the current epoch: the first time and at the end of a phase,
+        else once the training time since the last validation reaches VALID_TIME_RATIO times what that
+        validation took, so that validating costs at most about 5% of the time even with short epochs."""
+        if self.valid_cost is None or self.index + 1 in (self.pretraining, len(self.schedule)):
+            return True
+        return perf_counter() - self.valid_end >= VALID_TIME_RATIO * self.valid_cost
+
     def stop_in_epoch(self) -> None:
         """The time limit cut the current epoch: validate, checkpoint (a resumed run restarts this epoch)
         and log."""
-        improved = self.validator is not None and self.validate(self.index)
+        if self.validator is not None:
+            self.validate(self.index)
         saved = self.checkpoints.save(self.index)
-        if improved:
-            self.checkpoints.save_best()
         logger.info("Time limit of %s min reached in %s (step %s): checkpoint %s", self.options.time_limit,
                     self.label(), int(self.checkpoints.step), saved)
 
@@ -642,6 +651,7 @@ class Fit:
         if improved:
             self.best = scores
             self.checkpoints.best.assign(json.dumps(scores))
+            self.checkpoints.save_best()
         if self.phase not in self.phase_best or scores["psnr"] > self.phase_best[self.phase][0]:
             self.phase_best[self.phase] = scores["psnr"], epochs_done
         self.valid_postfix = {"valid": f"{scores['gain_db']:+.2f}dB"}
@@ -650,6 +660,7 @@ class Fit:
                     "best %+.3f dB (step %s)%s [%.1fs]", step, scores["psnr"], scores["psnr_bicubic"],
                     scores["gain_db"], scores["ssim"], scores["ssim_bicubic"], sam, self.best["gain_db"],
                     self.best["step"], " (new best)" if improved else "", perf_counter() - started)
+        self.valid_cost, self.valid_end = perf_counter() - started, perf_counter()
         return improved
 
 

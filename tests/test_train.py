@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import pathlib
+import time
 
 import numpy as np
 import pytest
@@ -355,12 +356,16 @@ def test_validation_scores_go_to_tensorboard_the_checkpoint_and_the_savedmodel(v
 
 
 class ScriptedValidator:
-    """Stands for validation.Validator: PSNRs from a script, one per evaluation."""
+    """Stands for validation.Validator: PSNRs from a script, one per evaluation, each taking `seconds`."""
 
-    def __init__(self, psnrs):
+    def __init__(self, psnrs, seconds=0.0):
         self.psnrs = list(psnrs)
+        self.seconds = seconds
+        self.calls = 0
 
     def evaluate(self, generate):
+        time.sleep(self.seconds)
+        self.calls += 1
         psnr = self.psnrs.pop(0)
         scores = {"psnr": psnr, "psnr_bicubic": 30.0, "gain_db": psnr - 30.0, "ssim": 0.9,
                   "ssim_bicubic": 0.9, "sam": None, "sam_bicubic": None, "psnr_bands": [psnr],
@@ -376,6 +381,7 @@ class ScriptedValidator:
 def test_early_stop_and_the_export_of_the_best_or_last_weights(data, tmp_path, monkeypatch, export):
     # validation PSNRs after each epoch: the best after epoch 2, then 2 epochs without better: stop after 4
     monkeypatch.setattr(train, "Validator", lambda *args: ScriptedValidator([31, 33, 32, 32.5, 40, 40]))
+    monkeypatch.setattr(train, "VALID_TIME_RATIO", 0)  # validate after every epoch
     options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=tmp_path / "ck",
                            savedmodel=tmp_path / "model", valid_split=0.25, early_stop=2, export=export,
                            epochs=6, batchsize=3, seed=2,
@@ -440,3 +446,14 @@ def test_pretrain_epochs_and_no_gan_phase(data, tmp_path):
     found = events(tmp_path / "logs")
     assert [s for s, _ in found[constants.GEN_LOSS_L1]] == list(range(6))
     assert constants.DIS_LOSS not in found
+
+
+@pytest.mark.slow
+def test_validation_waits_so_that_it_costs_a_few_percent_of_the_time(data, tmp_path, monkeypatch):
+    validator = ScriptedValidator([30.0] * 10, seconds=0.5)  # 0.5 s each: 9.5 s of training between two
+    monkeypatch.setattr(train, "Validator", lambda *args: validator)
+    options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=tmp_path / "ck",
+                           valid_split=0.25, epochs=5, batchsize=3, seed=2,
+                           trainer=TrainConfig(depth=4, nresblocks=1, l1weight=1))
+    train.train(options)
+    assert validator.calls == 2  # after the first epoch and after the last one (tiny epochs in between)
