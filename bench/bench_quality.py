@@ -122,11 +122,16 @@ def main() -> None:
         results = [run_variant(name, parts, folder) for name in names]
     rows = "\n".join(f"| {r['name']} | {r['pre']} + {r['gan']} | {r['seconds']:.0f} | {r['sr']:.2f} | "
                      f"{r['bicubic']:.2f} | **{r['gain']:+.2f}** | {r['ssim_gain']:+.4f} |" for r in results)
-    title = "## Demo quality: SR vs bicubic on the held-out part (`bench/bench_quality.py`)"
+    title = ("## Synthetic scene (not real imagery): SR vs bicubic on its held-out part "
+             "(`bench/bench_quality.py`)")
     write_section("quality", f"""{title}
 
+The synthetic scene of `demo/scene.py` (the demo's until it moved to real imagery), whose LR is made with
+a Gaussian PSF that a linear filter undoes: this shows that the code runs and that the least-squares linear
+skip inverts a linear degradation, not that a model is good on real images (see the sections above).
+
 {machine()}; load average {load:.1f} at the start (training times are indicative: the 2 cores may be
-shared). Data of `make demo` (2048 x 2048 HR scene, seed 0; 2961 LR patches of 16 px from the left 3/4;
+shared). Data: the demo scene (2048 x 2048 HR scene, seed 0; 2961 LR patches of 16 px from the left 3/4;
 evaluation on the right 1/4, never seen in training, data range 10000). Batch 8, no VGG loss. Steps =
 pre-training (L1 or L2 only) + GAN (WGAN-GP) steps. "fit" = `--residual linear`'s least-squares fit.
 

@@ -1,13 +1,14 @@
-"""Quality on real imagery: does a model trained with the recommended CPU recipe beat bicubic upsampling
-on a part of a real image it never saw?
+"""Quality on real imagery: does a model trained with a recommended recipe beat bicubic upsampling on a
+part of a real image it never saw?
 
-    .venv/bin/python bench/bench_real.py --hr IMAGE [--minutes M] [--out DIR] [--nodata none]
+    .venv/bin/python bench/bench_real.py --hr IMAGE [--minutes M] [--recipe cpu|gpu] [--out DIR]
+        [--nodata none] [--write]
 
 1-2. demo/pairs.py: HR = IMAGE (any GDAL raster, e.g. uint8 or uint16, 3 or 4 bands), LR = the mean of
    each 4 x 4 block; the last quarter of the image along its longer side is held out (the test part),
    the rest is the training part.
 3. extract_patches.py: 16 x 16 LR patches every 8 LR pixels from the training part (HR 64 x 64).
-4. train.py with the recommended CPU recipe (README, "Recommended recipes") for M minutes, 10% of the
+4. train.py with the recipe (demo/recipes.py; README, "Recommended recipes") for M minutes, 10% of the
    training pairs held out by position for validation (which picks the exported weights), never the
    test part.
 5. sr.py (built-in engine) on the test part's LR; evaluate.py against the test part's HR, with GDAL's
@@ -16,8 +17,8 @@ on a part of a real image it never saw?
 The last line printed is a JSON object: psnr_sr, psnr_bicubic, gain_db, ssim_sr, ssim_bicubic,
 sam_sr, sam_bicubic, train_s, steps, valid_gain_db (the exported weights' validation score),
 validation_share (the share of the training time spent validating) and the settings. `--write` also
-puts the result as a row of BENCHMARKS.md's "real" section (replacing the row of the same image and
-minutes).
+puts the result as a row of BENCHMARKS.md's "real" section (replacing the row of the same image, recipe
+and minutes).
 """
 from __future__ import annotations
 
@@ -36,11 +37,12 @@ import numpy as np  # noqa: E402
 
 import evaluate  # noqa: E402
 import extract_patches  # noqa: E402
+import fit  # noqa: E402
 import sr  # noqa: E402
 import train  # noqa: E402
 from bench.report import BENCHMARKS, machine, write_section  # noqa: E402
 from demo.pairs import make_pairs  # noqa: E402
-from demo.recipes import CPU_RECIPE  # noqa: E402
+from demo.recipes import RECIPES  # noqa: E402
 from raster import open_raster, read_array  # noqa: E402
 
 TEST_SHARE = 0.25  # the held-out test part: the last quarter along the longer side
@@ -72,21 +74,21 @@ def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[
          "--lr_scale", scale, "--hr_scale", scale, "--time_limit", str(minutes), "--seed", "0",
          *recipe]))
     validation_s = []
-    validate = train.Fit.validate
+    validate = fit.Fit.validate
 
-    def timed_validate(self: train.Fit, epochs_done: int) -> bool:
+    def timed_validate(self: fit.Fit, epochs_done: int) -> bool:
         begin = time.perf_counter()
         try:
             return validate(self, epochs_done)
         finally:
             validation_s.append(time.perf_counter() - begin)
 
-    train.Fit.validate = timed_validate  # measure the validations' share of the training time
+    fit.Fit.validate = timed_validate  # measure the validations' share of the training time
     started = time.perf_counter()
     try:
         result = train.train(options)
     finally:
-        train.Fit.validate = validate
+        fit.Fit.validate = validate
     train_s = time.perf_counter() - started
     sr_image = os.path.join(folder, "test_sr.tif")
     assert sr.main(["--input", parts.test_lr, "--savedmodel", model, "--output", sr_image,
@@ -104,33 +106,37 @@ def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[
 
 
 SECTION = "real"
-TABLE_HEAD = ("| image (test part) | minutes | steps | SR PSNR | bicubic PSNR | gain (dB) "
+TABLE_HEAD = ("| image (test part) | recipe | minutes | steps | SR PSNR | bicubic PSNR | gain (dB) "
               "| SSIM SR / bicubic | validation gain (dB) | validating | machine |\n"
-              "|---|---|---|---|---|---|---|---|---|---|")
+              "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def write_row(result: dict) -> None:
-    """Put `result` in BENCHMARKS.md's section, replacing the row of the same image and minutes."""
-    row = (f"| {result['image']} | {result['minutes']:g} | {result['steps']} | {result['psnr_sr']:.3f} | "
-           f"{result['psnr_bicubic']:.3f} | **{result['gain_db']:+.3f}** | {result['ssim_sr']:.4f} / "
-           f"{result['ssim_bicubic']:.4f} | {result['valid_gain_db']:+.3f} | "
+    """Put `result` in BENCHMARKS.md's section, replacing the row of the same image, recipe and minutes."""
+    row = (f"| {result['image']} | {result['recipe_name']} | {result['minutes']:g} | {result['steps']} | "
+           f"{result['psnr_sr']:.3f} | {result['psnr_bicubic']:.3f} | **{result['gain_db']:+.3f}** | "
+           f"{result['ssim_sr']:.4f} / {result['ssim_bicubic']:.4f} | {result['valid_gain_db']:+.3f} | "
            f"{100 * result['validation_share']:.1f}% | {result['machine']} |")
     text = open(BENCHMARKS).read() if os.path.exists(BENCHMARKS) else ""
     start = text.find(f"<!-- {SECTION} -->")
     rows = [] if start < 0 else [line for line in text[start:text.find(f"<!-- /{SECTION} -->")].splitlines()
                                  if line.startswith("| ") and not line.startswith("| image")]
-    key = row.split(" | ")[:2]
-    rows = [r for r in rows if r.split(" | ")[:2] != key] + [row]
+    key = row.split(" | ")[:3]
+    rows = [r for r in rows if r.split(" | ")[:3] != key] + [row]
     title = "Quality on real imagery: SR vs bicubic on a held-out part (`bench/bench_real.py`)"
+    recipes = "\n".join(f"- `{name}`: `{' '.join(args)}`" for name, args in RECIPES.items())
     write_section(SECTION, f"""## {title}
 
-Each row: `bench/bench_real.py --hr IMAGE --minutes M --write`. The image is the HR truth; its LR input is
-its 4 x 4 block mean; the last quarter along its longer side is the test part, never trained on (nor used
-to pick the weights); the rest is the training part (16-px LR patches every 8 px, 10% of them held out by
-position for validation, which picks the exported weights). Training: the recommended CPU recipe
-(`{" ".join(CPU_RECIPE)}`, scales 1 / the LR maximum) for M minutes on the CPU (2 cores); then `sr.py`
-(built-in engine) on the test LR and `evaluate.py` against the test HR, with GDAL's bicubic upsampling of
-the same LR as the baseline. "validating": share of the training time spent in validation.
+Each row: `bench/bench_real.py --hr IMAGE --recipe R --minutes M --write`. The image is the HR truth; its
+LR input is its 4 x 4 block mean; the last quarter along its longer side is the test part, never trained
+on (nor used to pick the weights); the rest is the training part (16-px LR patches every 8 px, 10% of
+them held out by position for validation, which picks the exported weights). Training: the recipe
+(README, "Recommended recipes"; scales 1 / the LR maximum, for the VGG loss only) for M minutes on the CPU
+(2 cores, nothing else running); then `sr.py` (built-in engine) on the test LR and `evaluate.py` against
+the test HR, with GDAL's bicubic upsampling of the same LR as the baseline. "validating": share of the
+training time spent in validation.
+
+{recipes}
 
 {TABLE_HEAD}
 {chr(10).join(rows)}
@@ -142,6 +148,7 @@ def main() -> None:
     p.add_argument("--hr", required=True, help="a real image (any GDAL raster)")
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget")
     p.add_argument("--out", help="working folder (default: a temporary one, deleted)")
+    p.add_argument("--recipe", choices=list(RECIPES), default="cpu", help="the recipe (demo/recipes.py)")
     p.add_argument("--write", action="store_true", help="put the result in BENCHMARKS.md")
     p.add_argument("--nodata", choices=["file", "none"], default="file",
                    help="use the image's nodata value, or none (e.g. 8-bit images whose declared nodata "
@@ -150,7 +157,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.out or tmp
         os.makedirs(folder, exist_ok=True)
-        result = run(args.hr, args.minutes, folder, args.nodata == "file", CPU_RECIPE)
+        result = run(args.hr, args.minutes, folder, args.nodata == "file", RECIPES[args.recipe])
+    result["recipe_name"] = args.recipe
     if args.write:
         write_row(result)
     print(json.dumps(result))

@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 
 from bench.bench_real import run  # noqa: E402
-from bench.report import machine, write_section  # noqa: E402
+from bench.report import BENCHMARKS, machine, write_section  # noqa: E402
 from demo.recipes import CPU_RECIPE  # noqa: E402
 
 LANDSAT = os.path.join(os.path.dirname(HERE), "shared", "data", "landsat8_rgb_30m.tif")
@@ -41,6 +41,11 @@ def changed(drop: tuple[str, ...] = (), **values: str) -> list[str]:
 # name: (train.py arguments, LR patch size, what it tests)
 VARIANTS = {
     "recipe": (CPU_RECIPE, 16, "the recommended CPU recipe"),
+    "the original network": (["--depth", "8", "--nresblocks", "2", "--l1weight", "1", "--l2weight", "0",
+                              "--batchsize", "16", "--pretrain", "--pretrain_epochs", "1000", "--epochs", "0",
+                              "--valid_split", "0.1"], 16,
+                             "none of the recipe's options (original scaling, no skip, transposed x2/x4 "
+                             "stages, no augmentation; depth 8 / 2 blocks, L1)"),
     "original x2/x4 stages": (changed(upsampling="transposed", depth="8", nresblocks="2"), 16,
                               "`--upsampling transposed` (the original's stages; depth 8 / 2 blocks so that "
                               "a step costs about as much)"),
@@ -68,26 +73,40 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=3.0, help="training time per variant")
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), help="run these variants only")
     args = p.parse_args()
-    rows = []
+    rows = {}
     for name in args.only or VARIANTS:
         recipe, lr_patch, what = VARIANTS[name]
         with tempfile.TemporaryDirectory() as folder:
             result = run(args.hr, args.minutes, folder, True, recipe, lr_patch)
         print(name, result, flush=True)
-        rows.append(f"| {name} | {what} | {result['steps']} | {result['psnr_sr']:.3f} | "
-                    f"**{result['gain_db']:+.3f}** | {result['ssim_sr'] - result['ssim_bicubic']:+.4f} |")
+        rows[name] = (f"| {name} | {what} | {result['steps']} | {result['psnr_sr']:.3f} | "
+                      f"**{result['gain_db']:+.3f}** | {result['ssim_sr'] - result['ssim_bicubic']:+.4f} |")
+    write_rows(rows, result, args.minutes)
+
+
+def write_rows(rows: dict[str, str], result: dict, minutes: float) -> None:
+    """Write the section, keeping the rows of variants not run this time."""
+    text = open(BENCHMARKS).read() if os.path.exists(BENCHMARKS) else ""
+    start = text.find("<!-- study -->")
+    if start >= 0:
+        for line in text[start:text.find("<!-- /study -->")].splitlines():
+            name = line.split(" | ")[0][2:] if line.startswith("| ") else None
+            if name in VARIANTS and name not in rows:
+                rows[name] = line
+    ordered = [rows[name] for name in VARIANTS if name in rows]
     write_section("study", f"""## What makes the generator learn on real imagery (`bench/bench_study.py`)
 
 {machine()}. {result['image']}; bicubic PSNR {result['psnr_bicubic']:.3f} dB. Each variant trains for
-{args.minutes:g} minutes (`--time_limit`) with the recommended CPU recipe changed in one thing, then
-`sr.py` and `evaluate.py` score the test part (gain = SR PSNR - bicubic PSNR). Recipe:
-`{" ".join(CPU_RECIPE)}`.
+{minutes:g} minutes (`--time_limit`, 2 CPU cores, nothing else running) with the recommended CPU recipe
+changed in one thing, then `sr.py` and `evaluate.py` score the test part (gain = SR PSNR - bicubic PSNR).
+Recipe: `{" ".join(CPU_RECIPE)}`.
 
 | variant | what changes | steps | SR PSNR | gain (dB) | SSIM gain |
 |---|---|---|---|---|---|
-{chr(10).join(rows)}
+{chr(10).join(ordered)}
 
-Re-run: `.venv/bin/python bench/bench_study.py` (about {len(rows) * (args.minutes + 1):.0f} minutes).
+Re-run: `.venv/bin/python bench/bench_study.py` (about {len(VARIANTS) * (minutes + 1):.0f} minutes;
+`--only NAME ...` re-runs some variants and keeps the other rows).
 """)
 
 

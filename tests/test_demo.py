@@ -11,6 +11,7 @@ from helpers import ROOT
 
 from cli import run_cli
 from demo import run as demo
+from demo.recipes import CPU_RECIPE, RECIPES
 from errors import SR4RSError
 
 
@@ -44,3 +45,12 @@ def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path):
 def test_the_demo_modules_run_from_the_repository_root(module):
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith(f"usage: python -m {module} ")
+
+
+def test_the_readme_shows_the_recipes_the_demo_and_the_benchmarks_use():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = " ".join(f.read().replace("\\\n", " ").split())
+    section = readme[readme.index("## Recommended recipes"):readme.index("## Step 3")]
+    for name, recipe in RECIPES.items():
+        assert " ".join(recipe[recipe.index("--upsampling"):]) in section, name
+    assert " ".join(CPU_RECIPE[:4]) in section

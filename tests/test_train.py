@@ -15,6 +15,7 @@ from helpers import write_random_vgg19
 import board
 import constants
 import extract_patches
+import fit
 import train
 from checkpoints import Checkpoints
 from cli import run_cli
@@ -72,7 +73,7 @@ def first_run(data):
 def test_losses_are_finite_and_logged_under_their_names(first_run):
     found = events(first_run / "logs")
     pretrain_steps, train_steps = [0, 1, 2], [3, 4, 5]  # 12 patches / batch 4, one epoch per phase
-    for tag in (constants.GEN_LOSS_L1, constants.GEN_LOSS_L2, train.LEARNING_RATE):
+    for tag in (constants.GEN_LOSS_L1, constants.GEN_LOSS_L2, fit.LEARNING_RATE):
         assert [s for s, _ in found[tag]] == pretrain_steps + train_steps
     for tag in (constants.GEN_LOSS_GAN, constants.GEN_LOSS_VGG, constants.DIS_LOSS):
         assert [s for s, _ in found[tag]] == train_steps
@@ -381,7 +382,7 @@ class ScriptedValidator:
 def test_early_stop_and_the_export_of_the_best_or_last_weights(data, tmp_path, monkeypatch, export):
     # validation PSNRs after each epoch: the best after epoch 2, then 2 epochs without better: stop after 4
     monkeypatch.setattr(train, "Validator", lambda *args: ScriptedValidator([31, 33, 32, 32.5, 40, 40]))
-    monkeypatch.setattr(train, "VALID_TIME_RATIO", 0)  # validate after every epoch
+    monkeypatch.setattr(fit, "VALID_TIME_RATIO", 0)  # validate after every epoch
     options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=tmp_path / "ck",
                            savedmodel=tmp_path / "model", valid_split=0.25, early_stop=2, export=export,
                            epochs=6, batchsize=3, seed=2,
@@ -402,7 +403,7 @@ def test_early_stop_and_the_export_of_the_best_or_last_weights(data, tmp_path, m
 @pytest.mark.slow
 def test_the_time_limit_stops_the_run_as_at_its_end(data, tmp_path, monkeypatch):
     clock = iter(range(0, 100000, 25))  # 25 s per reading: at the start, after each step and epoch
-    monkeypatch.setattr(train, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(fit, "monotonic", lambda: next(clock))
     options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=tmp_path / "ck",
                            savedmodel=tmp_path / "model", valid_split=0.25, time_limit=2, epochs=50,
                            batchsize=3, seed=2, trainer=TrainConfig(depth=4, nresblocks=1, l1weight=1))
