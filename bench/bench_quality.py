@@ -128,7 +128,7 @@ def main() -> None:
 
 The synthetic scene of `demo/scene.py` (the demo's until it moved to real imagery), whose LR is made with
 a Gaussian PSF that a linear filter undoes: this shows that the code runs and that the least-squares linear
-skip inverts a linear degradation, not that a model is good on real images (see the sections above).
+skip inverts a linear degradation, not that a model is good on real images (see the real-imagery sections).
 
 {machine()}; load average {load:.1f} at the start (training times are indicative: the 2 cores may be
 shared). Data: the demo scene (2048 x 2048 HR scene, seed 0; 2961 LR patches of 16 px from the left 3/4;
