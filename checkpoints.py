@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from errors import SR4RSError
+from folders import checkpoint_location
 from logs import get_logger
 from trainer import LOSS_SCALE, Trainer
 
@@ -26,20 +27,6 @@ SETTINGS_BEFORE = {"upsampling": "transposed", "normalize": False}
 SETTINGS_KEY = "settings/.ATTRIBUTES/VARIABLE_VALUE"
 MAX_TO_KEEP = 5
 BEST_DIR = "best"  # the run's best checkpoint by validation PSNR, in this sub-folder of its folder
-
-
-def checkpoint_location(save_ckpt: str, name: str) -> str:
-    """The run's own checkpoint folder: save_ckpt/<run name>/ (or directory/<prefix><run name>/), so
-    that the runs sharing save_ckpt never delete each other's checkpoints."""
-    if save_ckpt.endswith(os.sep) or os.path.isdir(save_ckpt):
-        return os.path.join(save_ckpt, name)
-    return os.path.join(os.path.dirname(save_ckpt) or ".", os.path.basename(save_ckpt) + name)
-
-
-def check_checkpoint(path: str) -> None:
-    """Refuse a checkpoint path that is neither a directory nor a checkpoint prefix."""
-    if not (os.path.isdir(path) or os.path.exists(path + ".index")):
-        raise SR4RSError(f"{path}: no such checkpoint (give a checkpoint prefix or a directory)")
 
 
 def find_checkpoint(path: str) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -20,6 +22,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SR4RSError(f"{message} (see {self.prog} --help)")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, `timeout`, `docker stop`, `kill`), handled like Ctrl-C:
+    outputs in progress are removed, train.py saves a checkpoint."""
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise Terminated()
+
+
 def os_error_text(err: OSError) -> str:
     """The system's reason in lower case, e.g. "no space left on device"."""
     reason = err.strerror or str(err)
@@ -28,7 +39,8 @@ def os_error_text(err: OSError) -> str:
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None],
             argv: Sequence[str] | None = None) -> int:
-    """Run a CLI `main(argv)`; user mistakes become `error: ...` on stderr and exit code 2.
+    """Run a CLI `main(argv)`; user mistakes become `error: ...` on stderr and exit code 2; Ctrl-C and
+    SIGTERM stop it cleanly (exit codes 130 and 143).
 
     Args:
         main: the command's main function, taking the argument list.
@@ -37,6 +49,8 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
     Returns:
         the process exit code.
     """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return int(main(argv) or 0)
     except SR4RSError as err:
@@ -46,9 +60,15 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None],
         where = f"{err.filename}: " if err.filename else ""
         print(f"error: {where}{os_error_text(err)}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(module: str) -> None:

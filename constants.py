@@ -37,6 +37,22 @@ PIXNORM_EPSILON = 1e-8
 MBSTD_GROUP_SIZE = 4
 MBSTD_EPSILON = 1e-8
 
+# Choices of train.py's options (checked before TensorFlow loads, see train_options.py).
+LOSS_TYPES = ("WGAN-GP", "LSGAN")
+RESIDUALS = (None, "bicubic", "linear")
+# How the generator makes its x2 and x4 outputs: the original's fused transposed convs followed by
+# convolutions at those resolutions, or sub-pixel convolutions on the LR-resolution features.
+UPSAMPLINGS = ("transposed", "pixelshuffle")
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+# Feature sets of `--vggfeatures`: `poolN` after block N, `convX_Y` after ReLU, `convX_Ylin` before it.
+VGG_FEATURES = {
+    "1234": ("pool1", "pool2", "pool3", "pool4"),
+    "1234lin": ("conv1_2lin", "conv2_2lin", "conv3_4lin", "conv4_4lin", "conv5_4lin"),
+    "vgg344454": ("conv3_4", "conv4_4", "conv5_4"),
+    "vgg54": ("conv5_4",),
+    "vgg54lin": ("conv5_4lin",),
+}
+
 
 def output_name(pad: int) -> str:
     """Name of the SavedModel output cropped by `pad` HR pixels on every side, e.g. `output_64`."""

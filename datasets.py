@@ -247,17 +247,29 @@ class PatchesDataset:
         return self._stats
 
     def _chunks(self, files: list[_File]) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Yield (global index of the first patch, count, patches [count, s, s, C]) file by file."""
+        """Yield (global index of the first patch, count, patches [count, s, s, C]) file by file; refuse
+        a file with non-finite values (NaN, infinity), after reading it whole, naming its patches."""
         for k, f in enumerate(files):
             ds = open_raster(f.path)
             per = max(1, CHUNK_BYTES // (f.size * f.size * f.nbands * f.dtype.itemsize))
+            non_finite: list[int] = []
             for start in range(0, f.n, per):
                 count = min(per, f.n - start)
                 buf = np.empty((count, f.size, f.size, f.nbands), f.dtype)
                 _read_patches(ds, f.path, start, count, f.size, buf)
                 ds.FlushCache()  # each block is read once: free GDAL's block cache (else RSS ~ dataset)
+                if np.issubdtype(f.dtype, np.floating):
+                    bad = start + np.flatnonzero(~np.isfinite(buf).all(axis=(1, 2, 3)))
+                    non_finite += bad.tolist()
+                    if non_finite:
+                        continue  # refused below: its statistics are meaningless
                 yield int(self._starts[k]) + start, count, buf
             ds = None
+            if non_finite:
+                shown = ", ".join(map(str, non_finite[:5])) + (", ..." if len(non_finite) > 5 else "")
+                raise SR4RSError(f"{f.path}: {len(non_finite)} of its {f.n} patches hold NaN or infinite "
+                                 f"values (patch index {shown}, from 0 at the top): a model cannot learn "
+                                 "from them; remove them or fill the gaps before extracting patches")
 
     # -- in memory ----------------------------------------------------------------------------------
     def _load(self) -> None:

@@ -20,6 +20,7 @@ import tensorflow as tf
 import constants
 from cli import os_error_text
 from errors import SR4RSError
+from folders import check_new_savedmodel_path
 from logs import get_logger
 from scaling import Scaling
 
@@ -47,17 +48,6 @@ class ServingModel(tf.Module):
         return {constants.output_name(pad): hr[:, pad:-pad, pad:-pad, :] for pad in constants.PADS}
 
 
-def check_new_savedmodel_path(path: str) -> None:
-    """Refuse an existing SavedModel path or a missing parent directory (before hours of training)."""
-    if os.path.exists(path):
-        raise SR4RSError(f"{path}: already exists; give a new directory for --savedmodel")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise SR4RSError(f"{path}: the parent directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SR4RSError(f"{path}: permission denied (cannot write in {parent})")
-
-
 def export_savedmodel(generator: tf.Module, path: str, nbands: int, scaling: Scaling,
                       description: dict[str, Any] | None = None) -> None:
     """Write the SavedModel and its description; the directory appears only when complete.
@@ -74,6 +64,7 @@ def export_savedmodel(generator: tf.Module, path: str, nbands: int, scaling: Sca
     parent = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(path))}.{secrets.token_hex(4)}")
     try:
+        os.makedirs(parent, exist_ok=True)  # like the checkpoint and log folders
         os.mkdir(tmp)  # the umask's permissions (tempfile.mkdtemp's 700 would lock other users out)
     except OSError as err:
         raise SR4RSError(f"{path}: cannot write in {parent} ({os_error_text(err)})") from None

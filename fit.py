@@ -23,7 +23,7 @@ from trainer import Trainer
 from validation import Validator
 
 if TYPE_CHECKING:
-    from train import TrainOptions
+    from train_options import TrainOptions
 
 logger = get_logger("fit")
 
@@ -141,8 +141,10 @@ class Fit:
         self.losses = {k: float(v) for k, v in step_fn(batch).items()}
         self.non_finite = 0 if all(np.isfinite(v) for v in self.losses.values()) else self.non_finite + 1
         if self.non_finite >= DIVERGED_STEPS:
-            raise SR4RSError(f"{self.phase} diverged (non-finite losses for {self.non_finite} steps, up to "
-                             f"step {step}): lower --adam_lr or check --lr_scale/--hr_scale")
+            bad = ", ".join(f"{name}={value}" for name, value in self.losses.items()
+                            if not np.isfinite(value))
+            raise SR4RSError(f"{self.phase} diverged: non-finite losses for {self.non_finite} steps, up to "
+                             f"step {step} ({bad}): lower --adam_lr or check --lr_scale/--hr_scale")
         self.board.scalars({**self.losses, LEARNING_RATE: self.options.trainer.adam_lr}, step)
         if self.preview is not None and step % self.options.previews_step == 0:
             self.board.generated_preview(self.trainer.generate(self.preview), step)

@@ -15,7 +15,6 @@ from vgg import VGG19Features, perceptual_loss
 Pyramid = dict[int, tf.Tensor]
 GP_WEIGHT = 10.0
 EPSILON_DRIFT = 0.001
-LOSS_TYPES = ("WGAN-GP", "LSGAN")
 
 
 def real_pyramid(hr: tf.Tensor) -> Pyramid:

@@ -17,10 +17,6 @@ from logs import get_logger
 
 logger = get_logger("network")
 
-RESIDUALS = (None, "bicubic", "linear")
-# How the generator makes its x2 and x4 outputs: the original's fused transposed convs followed by
-# convolutions at those resolutions, or sub-pixel convolutions on the LR-resolution features.
-UPSAMPLINGS = ("transposed", "pixelshuffle")
 SKIP_RADIUS = 3
 BLUR_FILTER = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]).astype(np.float32) / 16.0
 
@@ -310,9 +306,9 @@ class Generator(tf.Module):
     def __init__(self, nchannels: int, nresblocks: int = 16, dim: int = 64, residual: str | None = None,
                  residual_gain: float = 1.0, upsampling: str = "transposed"):
         super().__init__(name=constants.GEN_SCOPE)
-        if residual not in RESIDUALS:
+        if residual not in constants.RESIDUALS:
             raise ValueError(f"unknown residual {residual}")
-        if upsampling not in UPSAMPLINGS:
+        if upsampling not in constants.UPSAMPLINGS:
             raise ValueError(f"unknown upsampling {upsampling}")
         self.upsampling = upsampling
         scope = constants.GEN_SCOPE

@@ -13,8 +13,6 @@ dynamic loss scaling (`DynamicLossScale`).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
 import constants
@@ -22,60 +20,16 @@ import losses
 from logs import get_logger
 from network import Discriminator, Generator
 from scaling import Scaling
+from train_options import TrainConfig
 from vgg import VGG19Features
 
 logger = get_logger("trainer")
 
-COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 INITIAL_LOSS_SCALE = 2.0 ** 15
 # tf.keras stops halving at 1; SR4RS's L2 weight (1000) gives gradients of 1e4 and more at the start,
 # which can exceed float16's maximum (65504) even unscaled: a floor of 1 would then skip every step.
 MIN_LOSS_SCALE = 2.0 ** -16
 LOSS_SCALE = "loss_scale"
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Network, scaling, optimiser and loss settings (defaults: the original SR4RS ones); train.py's
-    options of the same names (README, Step 2). The band count comes with the patches: see Trainer.
-
-    Args:
-        depth: base depth of the generator and the discriminator.
-        nresblocks: residual blocks of the generator.
-        lr_scale: LR values are multiplied by this at the network's input.
-        hr_scale: HR values are multiplied by this (the outputs divided by it); with normalize, the scale
-            of the VGG loss's input only.
-        normalize: standardize every band with the LR training patches' mean and standard deviation
-            instead of the scales (scaling.Scaling.standardize; the statistics come with the patches).
-        adam_lr: learning rate of the Adam optimisers.
-        adam_b1: beta1 of the generator's and the discriminator's Adam.
-        l1weight: L1 loss weight.
-        l2weight: L2 loss weight.
-        vggweight: VGG (perceptual) loss weight.
-        ganweight: GAN loss weight.
-        losstype: one of losses.LOSS_TYPES.
-        residual: one of network.RESIDUALS (None: the original network).
-        upsampling: one of network.UPSAMPLINGS ("transposed": the original network).
-        compute_dtype: the networks' dtype, one of COMPUTE_DTYPES (train.py's --mixed_precision).
-        loss_scale_interval: with float16, the loss scale doubles after this many finite steps in a row.
-    """
-
-    depth: int = 64
-    nresblocks: int = 16
-    lr_scale: float = 1e-4
-    hr_scale: float = 1e-4
-    normalize: bool = False
-    adam_lr: float = 1e-3
-    adam_b1: float = 0.0
-    l1weight: float = 0.0
-    l2weight: float = 1000.0
-    vggweight: float = 1e-5
-    ganweight: float = 1.0
-    losstype: str = "WGAN-GP"
-    residual: str | None = None
-    upsampling: str = "transposed"
-    compute_dtype: str = "float32"
-    loss_scale_interval: int = 2000
 
 
 class Adam(tf.Module):
@@ -177,9 +131,9 @@ class Trainer(tf.Module):
     def __init__(self, config: TrainConfig, nbands: int, strategy: tf.distribute.Strategy | None = None,
                  vgg_features: VGG19Features | None = None, scaling: Scaling | None = None):
         super().__init__(name="trainer")
-        if config.losstype not in losses.LOSS_TYPES:
+        if config.losstype not in constants.LOSS_TYPES:
             raise ValueError(f"unknown loss type {config.losstype}")
-        if config.compute_dtype not in COMPUTE_DTYPES:
+        if config.compute_dtype not in constants.COMPUTE_DTYPES:
             raise ValueError(f"unknown compute dtype {config.compute_dtype}")
         # Grappler's remapper fails on the LeakyRelu gradients and logs a (harmless) error on every
         # trace; without it the steps are as fast (measured).

@@ -11,6 +11,7 @@ import pickle
 import numpy as np
 import tensorflow as tf
 
+import constants
 from errors import SR4RSError
 from logs import get_logger
 
@@ -25,14 +26,6 @@ BLOCKS = (
     (("conv4_1", 512), ("conv4_2", 512), ("conv4_3", 512), ("conv4_4", 512)),
     (("conv5_1", 512), ("conv5_2", 512), ("conv5_3", 512), ("conv5_4", 512)),
 )
-# Feature sets of `--vggfeatures`: `poolN` after block N, `convX_Y` after ReLU, `convX_Ylin` before it.
-FEATURES = {
-    "1234": ("pool1", "pool2", "pool3", "pool4"),
-    "1234lin": ("conv1_2lin", "conv2_2lin", "conv3_4lin", "conv4_4lin", "conv5_4lin"),
-    "vgg344454": ("conv3_4", "conv4_4", "conv5_4"),
-    "vgg54": ("conv5_4",),
-    "vgg54lin": ("conv5_4lin",),
-}
 
 
 def layer_shapes() -> dict[str, tuple[int, int, int, int]]:
@@ -49,7 +42,7 @@ def _needed_layers(mode: str) -> list[str]:
     """Conv layers to compute, in order, up to the deepest feature of `mode`."""
     order = [name for block in BLOCKS for name, _ in block]
     deepest = 0
-    for feature in FEATURES[mode]:
+    for feature in constants.VGG_FEATURES[mode]:
         if feature.startswith("pool"):
             block = BLOCKS[int(feature[4:]) - 1]
             index = order.index(block[-1][0])
@@ -64,13 +57,13 @@ def load_vgg19_weights(path: str, mode: str) -> dict[str, tuple[np.ndarray, np.n
 
     Args:
         path: the vgg19.npy file (a pickled dict, as distributed with tensorflow-vgg).
-        mode: one of FEATURES.
+        mode: a key of constants.VGG_FEATURES.
 
     Raises:
         SR4RSError: missing file, not a pickled dict, or a missing or misshaped layer.
     """
-    if mode not in FEATURES:
-        raise SR4RSError(f"unknown VGG features '{mode}' (choose one of {', '.join(FEATURES)})")
+    if mode not in constants.VGG_FEATURES:
+        raise SR4RSError(f"unknown VGG features '{mode}' (choose one of {', '.join(constants.VGG_FEATURES)})")
     if not os.path.isfile(path):
         raise SR4RSError(f"{path}: no such VGG weights file")
     try:
@@ -102,7 +95,7 @@ class VGG19Features(tf.Module):
 
     Args:
         weights: conv layers from `load_vgg19_weights`.
-        mode: the feature set (a key of FEATURES).
+        mode: the feature set (a key of constants.VGG_FEATURES).
     """
 
     def __init__(self, weights: dict[str, tuple[np.ndarray, np.ndarray]], mode: str):
@@ -122,7 +115,7 @@ class VGG19Features(tf.Module):
             if name in block_ends:
                 x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="SAME")
                 maps[block_ends[name]] = x
-        return [maps[feature] for feature in FEATURES[self.mode]]
+        return [maps[feature] for feature in constants.VGG_FEATURES[self.mode]]
 
 
 def perceptual_loss(features: VGG19Features, reference: tf.Tensor, generated: tf.Tensor) -> tf.Tensor:

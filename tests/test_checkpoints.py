@@ -8,8 +8,9 @@ from helpers import needs_original
 from savedmodel_fixtures import cached, original_model
 
 import constants
-from checkpoints import Checkpoints, check_checkpoint, checkpoint_location, find_checkpoint
+from checkpoints import Checkpoints, find_checkpoint
 from errors import SR4RSError
+from folders import check_checkpoint, checkpoint_location
 from scaling import Scaling
 from trainer import TrainConfig, Trainer
 

@@ -18,7 +18,7 @@ from scaling import Scaling
 def exported(tmp_path_factory):
     tf.random.set_seed(3)
     generator = Generator(3, nresblocks=1, dim=4)
-    path = str(tmp_path_factory.mktemp("export") / "model")
+    path = str(tmp_path_factory.mktemp("export") / "results" / "model")  # "results" is created
     export.export_savedmodel(generator, path, 3, Scaling.scales(3, 1e-3, 2e-3),
                              description={"lr_stats": {"mean": [1.0, 2.0, 3.0]}})
     return generator, path
@@ -58,11 +58,15 @@ def test_description_travels_with_the_model(exported):
     assert export.read_metadata(os.path.dirname(exported[1])) is None
 
 
-def test_existing_directory_or_missing_parent_is_refused(exported, tmp_path):
+def test_existing_directory_or_a_parent_that_cannot_be_made_is_refused(exported, tmp_path):
+    assert os.path.isfile(os.path.join(exported[1], "saved_model.pb"))
     with pytest.raises(SR4RSError, match="already exists"):
         export.check_new_savedmodel_path(exported[1])
-    with pytest.raises(SR4RSError, match="parent directory"):
-        export.check_new_savedmodel_path(str(tmp_path / "missing" / "model"))
+    export.check_new_savedmodel_path(str(tmp_path / "missing" / "model"))  # made at export, as the original
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SR4RSError, match=r"file/sub/model: --savedmodel needs a directory, and .*file is a"):
+        export.check_new_savedmodel_path(str(tmp_path / "file" / "sub" / "model"))
+    assert not os.path.exists(tmp_path / "missing")
 
 
 def test_a_failed_export_leaves_nothing(tmp_path):

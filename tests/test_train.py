@@ -5,12 +5,15 @@ import glob
 import json
 import os
 import pathlib
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import write_random_vgg19
+from helpers import ROOT, write_random_vgg19
+from osgeo import gdal
 
 import board
 import constants
@@ -239,15 +242,65 @@ def test_ctrl_c_saves_a_checkpoint_and_exports_nothing(data, tmp_path, monkeypat
     (["--early_stop", "2"], "--valid_step and --early_stop need validation data"),
     (["--valid_split", "0.95"], "0 training and 12 validation patches: too few patches to split"),
     (["--valid_split", "0.7"], "leaves 3 training pairs, fewer than --batchsize 4"),
+    (["--savedmodel", "AFILE/results/model"], "--savedmodel needs a directory, and "),
+    (["--logdir", "AFILE"], "AFILE: --logdir needs a directory, and "),
+    (["--save_ckpt", "AFILE/ck/"], "--save_ckpt needs a directory, and "),
 ])
 def test_refusals_are_one_line_and_leave_no_checkpoint(data, tmp_path, capsys, extra, message):
-    extra = [str(tmp_path) if e == "EXISTING" else e for e in extra]
+    (tmp_path / "AFILE").write_text("a file where a folder should be")
+    extra = [str(tmp_path) if e == "EXISTING" else e.replace("AFILE", str(tmp_path / "AFILE")) for e in extra]
+    message = message.replace("AFILE", str(tmp_path / "AFILE"))
     args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
             *TINY, *extra]
     assert run_cli(train.main, args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and err[-1].startswith("error: ")
     assert not os.path.exists(tmp_path / "ck")
+
+
+def test_help_and_option_mistakes_are_answered_before_tensorflow_loads(data, tmp_path):
+    probe = ("import sys, cli, train\ntry:\n    code = cli.run_cli(train.main, sys.argv[1:])\n"
+             "except SystemExit as end:  # --help\n    code = end.code\nprint(code, 'tensorflow' in sys.modules)")
+    common = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", f"{tmp_path}/ck/"]
+    for args, expected in ((["--help"], "0 False"), ([*common, "--batchsize", "1"], "2 False"),
+                           ([*common, "--savedmodel", str(tmp_path)], "2 False")):
+        done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True)
+        assert done.stdout.strip().splitlines()[-1] == expected, done.stderr
+        assert "tensorflow" not in done.stderr.lower()
+
+
+def test_missing_output_folders_are_made_and_a_lone_vggweight_is_flagged(data, tmp_path, caplog):
+    args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", f"{tmp_path}/r/ck/",
+            "--logdir", str(tmp_path / "r" / "logs"), "--savedmodel", str(tmp_path / "r" / "sm"),
+            *TINY, "--vggweight", "0.01"]
+    assert run_cli(train.main, args) == 0
+    assert os.path.isfile(tmp_path / "r" / "sm" / "saved_model.pb")
+    assert "--vggweight 0.01 is ignored: there is no VGG loss without --vggfile" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["lr", "hr", "valid_hr"])
+def test_non_finite_patches_are_refused_naming_the_file_and_the_patches(data, tmp_path, capsys, where):
+    floats = {}
+    for name in ("lr", "hr"):
+        floats[name] = str(tmp_path / f"{name}_float.tif")
+        gdal.Translate(floats[name], data[name], outputType=gdal.GDT_Float32)
+    broken = floats["hr" if where == "valid_hr" else where]
+    ds = gdal.Open(broken, gdal.GA_Update)
+    size = ds.RasterXSize
+    ds.GetRasterBand(2).WriteArray(np.array([[np.nan]]), 3, 5 * size + 1)  # patch 5
+    ds.GetRasterBand(1).WriteArray(np.array([[-np.inf]]), 0, 9 * size + size - 1)  # patch 9
+    ds = None
+    args = ["--lr_patches", floats["lr"], "--hr_patches", floats["hr"], "--save_ckpt", f"{tmp_path}/ck/",
+            "--savedmodel", str(tmp_path / "model"), *TINY]
+    if where == "valid_hr":
+        args[1:4:2] = data["lr"], data["hr"]  # the training patches are fine, the validation ones not
+        args += ["--valid_lr_patches", floats["lr"], "--valid_hr_patches", floats["hr"]]
+    assert run_cli(train.main, args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: {broken}: 2 of its 12 patches hold NaN or infinite values (patch index 5, "
+                       "9, from 0 at the top): a model cannot learn from them; remove them or fill the gaps "
+                       "before extracting patches")
+    assert not os.path.exists(tmp_path / "model") and not os.path.exists(tmp_path / "ck")
 
 
 @pytest.mark.slow
@@ -303,7 +356,7 @@ def test_a_diverging_training_stops_with_a_message(data, tmp_path, capsys):
     args = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", str(tmp_path / "ck") + "/",
             *TINY, "--epochs", "4", "--lr_scale", "1e38", "--hr_scale", "1e38"]  # inf inputs: NaN losses
     assert run_cli(train.main, args) == 2
-    assert "diverged (non-finite losses for 10 steps" in capsys.readouterr().err
+    assert "diverged: non-finite losses for 10 steps" in capsys.readouterr().err
 
 
 def test_a_patches_file_broken_while_streaming_stops_with_one_line(data, tmp_path, capsys, monkeypatch):
