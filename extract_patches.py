@@ -45,6 +45,10 @@ RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "averag
 PIXEL_SIZE_RTOL = 1e-6
 ORIGIN_TOL = 1e-3
 WRITE_CHUNK_ROWS = 4096
+NODATA_NONE = "none"  # --lr_nodata/--hr_nodata none: ignore the file's nodata values and mask
+# The centres are written this many LR pixels (a quarter HR pixel) right of and below the windows' centres,
+# inside the LR and HR pixels PatchesExtraction must pick (docs/DESIGN.md §7).
+CENTRE_NUDGE = 1.0 / (4 * SCALE)
 
 DESCRIPTION = """\
 Extract patches images in OTBTF format (N patches stacked vertically, width s,
@@ -72,16 +76,20 @@ binary such as 10/2.5, 6/1.5 or 2/0.5 m), or in the HR pixel right below its LR 
 odd s; elsewhere OTBTF's HR patch is shifted by up to 3 HR pixels from the ground of its LR patch.
 The LR patches are the same as OTBTF's, bit for bit.
 
-Skipped patches (counted and reported): windows outside either image, and windows containing a
-nodata pixel (the file's nodata value per band, or --lr_nodata/--hr_nodata), a NaN, or a masked
-pixel (GDAL mask or alpha band) in any band of the LR or the HR image.
+Skipped patches (counted and reported): windows outside either image, windows the HR image does not
+cover (--resample_hr), and windows containing a nodata pixel (the file's nodata value per band, or
+--lr_nodata/--hr_nodata), a NaN, or a masked pixel (GDAL mask or alpha band) in any band of the LR or
+the HR image. `--lr_nodata none`/`--hr_nodata none` ignore the file's nodata values and mask (for a
+nodata value that is also a real value, e.g. 255 on saturated pixels); NaN stays nodata.
 
 Outputs: --out_lr and --out_hr (GeoTIFF, data type of each input or --encoding), and a GeoPackage
-of the patch centres (layer "patch_centers": point = patch centre in the LR image's CRS, fields
-`patch` = patch index in the patches images, `source_fid` = FID of the point (grid mode: grid cell
-index), `lr_col`/`lr_row` = top-left LR pixel of the patch, and the --field value), written next to
---out_lr as <out_lr stem>_centers.gpkg unless --out_centers is given. Outputs appear only when the
-extraction succeeds.
+of the patch centres (layer "patch_centers", fields `patch` = patch index in the patches images,
+`source_fid` = FID of the point (grid mode: grid cell index), `lr_col`/`lr_row` = top-left LR pixel of
+the patch, and the --field value), written next to --out_lr as <out_lr stem>_centers.gpkg unless
+--out_centers is given. Each point, in the LR image's CRS, lies a quarter HR pixel right of and below
+the patch centre, so that PatchesExtraction fed with this file (-vec <file> -field patch) extracts the
+same LR and HR patches: its rounding cannot send a point to a neighbouring pixel. Outputs appear only
+when the extraction succeeds.
 """
 
 EPILOG = """\
@@ -89,6 +97,16 @@ example:
   python extract_patches.py --lr Sentinel-2_B4328_10m.tif --hr Spot6_pansharp_RGBN_2.5m.tif \\
       --lr_patchsize 32 --vec patches_center_locations.shp --out_lr lr_patches.tif --out_hr hr_patches.tif
 """
+
+
+def nodata_option(text: str) -> float | str:
+    """The value of --lr_nodata/--hr_nodata: a number, or "none" (ignore the file's nodata)."""
+    if text.strip().lower() == NODATA_NONE:
+        return NODATA_NONE
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or '{NODATA_NONE}': {text!r}") from None
 
 
 def otb_pixel_index(coord: np.ndarray, first: float, pixel_size: float) -> np.ndarray:
@@ -123,20 +141,38 @@ class Candidates:
 class Source:
     """One input image: reads windows [rows, cols, bands] and tells whether they hold nodata."""
 
-    def __init__(self, ds: gdal.Dataset, path: str, nbands: int, nodata: float | None) -> None:
+    def __init__(self, ds: gdal.Dataset, path: str, nbands: int, nodata: float | str | None,
+                 alpha: int | None = None) -> None:
+        """
+        Args:
+            ds: the image.
+            path: how messages name it.
+            nbands: its data bands (1 .. nbands).
+            nodata: a value for every band, NODATA_NONE (no nodata value, no mask), or None (the file's).
+            alpha: an alpha band marking the valid pixels (the one the --resample_hr warp adds).
+        """
         self.ds = ds
         self.path = path
         self.bands = list(range(1, nbands + 1))
         self.dtype = numpy_type_of(ds.GetRasterBand(1).DataType)
         if np.issubdtype(self.dtype, np.complexfloating):
             raise SR4RSError(f"{path}: complex data types are not supported")
-        if nodata is not None:
-            self.nodata = [nodata] * nbands
+        self.from_file = nodata is None
+        if nodata is None:
+            values = [ds.GetRasterBand(b).GetNoDataValue() for b in self.bands]
         else:
-            self.nodata = [ds.GetRasterBand(b).GetNoDataValue() for b in self.bands]
+            values = [None if nodata == NODATA_NONE else nodata] * nbands
+        self.nodata = [(b, v) for b, v in enumerate(values) if v is not None and not math.isnan(v)]
         flags = ds.GetRasterBand(1).GetMaskFlags()
-        self.use_mask = nodata is None and not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA)
+        if alpha is not None:
+            self.mask = ds.GetRasterBand(alpha)
+        elif nodata is None and not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):
+            self.mask = ds.GetRasterBand(1).GetMaskBand()
+        else:
+            self.mask = None
         self.is_float = np.issubdtype(self.dtype, np.floating)
+        self.value_rejected = 0  # windows rejected for pixels equal to a nodata value
+        self.value_pixels = 0  # such pixels in them
 
     def read(self, xoff: int, yoff: int, size: int) -> np.ndarray:
         """Read a size x size window of every band as [rows, cols, bands]."""
@@ -149,19 +185,35 @@ class Source:
         """True when the window has no nodata, NaN or masked pixel."""
         if self.is_float and np.isnan(arr).any():
             return False
-        for b, value in enumerate(self.nodata):
-            if value is None:
-                continue
-            if math.isnan(value):
-                continue  # NaN already checked
-            if (arr[:, :, b] == value).any():
-                return False
-        if self.use_mask:
-            mask = self.ds.GetRasterBand(1).GetMaskBand().ReadAsArray(int(xoff), int(yoff), arr.shape[1],
-                                                                     arr.shape[0])
+        hit = np.zeros(arr.shape[:2], dtype=bool)
+        for b, value in self.nodata:
+            hit |= arr[:, :, b] == value
+        if hit.any():
+            self.value_rejected += 1
+            self.value_pixels += int(hit.sum())
+            return False
+        if self.mask is not None:
+            with gdal_errors(f"{self.path}: read failed"):
+                mask = self.mask.ReadAsArray(int(xoff), int(yoff), arr.shape[1], arr.shape[0])
             if not mask.all():
                 return False
         return True
+
+    def nodata_hint(self, option: str, size: int) -> str:
+        """How many windows the file's nodata value rejected, and how to ignore it ("" when none did).
+
+        Args:
+            option: the option that overrides this image's nodata (--lr_nodata or --hr_nodata).
+            size: the window size.
+        """
+        if not (self.from_file and self.value_rejected):
+            return ""
+        values = sorted({v for _, v in self.nodata})
+        share = self.value_pixels / (self.value_rejected * size * size)
+        return (f"{self.value_rejected} patches held pixels equal to {self.path}'s nodata "
+                f"value{'s' if len(values) > 1 else ''} {', '.join(f'{v:g}' for v in values)} "
+                f"({self.value_pixels} pixels, {share:.1%} of those patches' pixels); if it is a real value "
+                f"there (e.g. saturated pixels), use {option} {NODATA_NONE} to ignore it")
 
 
 def build_parser() -> ArgumentParser:
@@ -192,12 +244,12 @@ def build_parser() -> ArgumentParser:
                    help="output data type of both patches images, OTB or GDAL name (uint8, int16, "
                         "uint16, int32, uint32, float, double, ...; default: the type of each input). "
                         "Values are clipped to the type's range then truncated, as OTB does")
-    p.add_argument("--lr_nodata", type=float, metavar="VALUE",
-                   help="treat this value as nodata in every LR band (default: the file's nodata values "
-                        "and mask)")
-    p.add_argument("--hr_nodata", type=float, metavar="VALUE",
-                   help="treat this value as nodata in every HR band (default: the file's nodata values "
-                        "and mask)")
+    for name in ("LR", "HR"):
+        p.add_argument(f"--{name.lower()}_nodata", type=nodata_option, metavar="VALUE",
+                       help=f"treat this value as nodata in every {name} band instead of the file's nodata "
+                            f"values and mask (default), or '{NODATA_NONE}': no nodata value (when the "
+                            "file's is also a real value, e.g. 255 on saturated pixels); NaN is always "
+                            "nodata")
     p.add_argument("--resample_hr", action="store_true",
                    help="when the HR pixel size is not the LR one / 4, its grid is not aligned with the LR "
                         "grid, or its CRS differs, warp the HR image on the fly with GDAL onto the LR grid "
@@ -252,19 +304,43 @@ def _hr_offset(lr: Grid, hr: Grid) -> tuple[int, int] | None:
     return int(round(ox)), int(round(oy))
 
 
-def _warp_hr(hr_ds: gdal.Dataset, lr: Grid, lr_wkt: str, hr_nodata: float | None,
+def _rectangle(xmin: float, ymin: float, xmax: float, ymax: float) -> ogr.Geometry:
+    """An axis-aligned rectangle as an OGR polygon."""
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((xmin, ymin), (xmin, ymax), (xmax, ymax), (xmax, ymin), (xmin, ymin)):
+        ring.AddPoint_2D(x, y)
+    polygon = ogr.Geometry(ogr.wkbPolygon)
+    polygon.AddGeometry(ring)
+    return polygon
+
+
+def _footprint(hr: Grid, lr: Grid, hr_path: str) -> ogr.Geometry:
+    """The HR image's extent as a polygon in the LR image's CRS (edges densified before reprojecting)."""
+    polygon = _rectangle(*hr.bounds())
+    if hr.srs is not None and lr.srs is not None and not hr.srs.IsSame(lr.srs):
+        polygon.Segmentize(max(hr.width * hr.px, -hr.height * hr.py) / 64)
+        with gdal_errors(f"{hr_path}: cannot reproject its extent to the LR image's CRS"):
+            polygon.Transform(osr.CoordinateTransformation(hr.srs, lr.srs))
+    return polygon
+
+
+def _warp_hr(hr_ds: gdal.Dataset, lr: Grid, lr_wkt: str, hr_nodata: float | str | None,
              resampling: str) -> gdal.Dataset:
-    """Warp HR (lazily, as a VRT) onto the LR grid refined SCALE times."""
+    """Warp HR (lazily, as a VRT) onto the LR grid refined SCALE times; without a nodata value, an alpha
+    band after the data bands marks the pixels computed from valid HR pixels."""
     bounds = (lr.x0, lr.y0 + lr.height * lr.py, lr.x0 + lr.width * lr.px, lr.y0)
-    nodata = hr_nodata if hr_nodata is not None else hr_ds.GetRasterBand(1).GetNoDataValue()
     kwargs = dict(format="VRT", outputBounds=bounds, width=lr.width * SCALE, height=lr.height * SCALE,
                   resampleAlg=resampling, multithread=False)
     if lr_wkt:
         kwargs["dstSRS"] = lr_wkt
-    if nodata is not None:
-        kwargs.update(srcNodata=nodata, dstNodata=nodata)
+    if hr_nodata == NODATA_NONE:
+        kwargs.update(srcNodata="None", dstAlpha=True)
     else:
-        kwargs["dstAlpha"] = True
+        nodata = hr_nodata if hr_nodata is not None else hr_ds.GetRasterBand(1).GetNoDataValue()
+        if nodata is not None:
+            kwargs.update(srcNodata=nodata, dstNodata=nodata)
+        else:
+            kwargs["dstAlpha"] = True
     with gdal_errors("cannot resample the HR image onto the LR grid"):
         return gdal.Warp("", hr_ds, options=gdal.WarpOptions(**kwargs))
 
@@ -416,12 +492,30 @@ def _fill_centers(ds: ogr.DataSource, srs_wkt: str, xy: np.ndarray, patch_fids: 
     layer.CommitTransaction()
 
 
-def _open_inputs(args: argparse.Namespace) -> tuple[Grid, Grid, Source, Source, str, tuple[int, int]]:
-    """Open LR and HR, check them against each other, resample HR when asked.
+@dataclass
+class Inputs:
+    """The opened LR and HR images.
 
-    Returns:
-        LR grid, HR grid, LR source, HR source, LR CRS (WKT), HR pixel offset of the LR grid's corner.
+    Attributes:
+        lr, hr: their grids (HR: resampled with --resample_hr).
+        lr_src, hr_src: their readers.
+        lr_wkt: the LR CRS (WKT).
+        offset: HR pixel offset of the LR grid's corner.
+        cover: with --resample_hr, the HR image's extent in the LR CRS: the windows it does not contain
+            are skipped (the warp's pixels there are not data); else None.
     """
+
+    lr: Grid
+    hr: Grid
+    lr_src: Source
+    hr_src: Source
+    lr_wkt: str
+    offset: tuple[int, int]
+    cover: ogr.Geometry | None
+
+
+def _open_inputs(args: argparse.Namespace) -> Inputs:
+    """Open LR and HR, check them against each other, resample HR when asked."""
     lr_ds = open_raster(args.lr)
     hr_ds = open_raster(args.hr)
     lr = Grid.of(lr_ds, args.lr)
@@ -444,23 +538,40 @@ def _open_inputs(args: argparse.Namespace) -> tuple[Grid, Grid, Source, Source, 
     hr_path = args.hr
     if problem and not args.resample_hr:
         raise SR4RSError(f"{args.hr}: {problem}; use --resample_hr to resample it on the fly with GDAL")
+    cover = _footprint(hr, lr, args.hr)
+    if not cover.Intersects(_rectangle(*lr.bounds())):
+        xmin, xmax, ymin, ymax = cover.GetEnvelope()
+        extent = ", ".join(f"{v:.2f}" for v in lr.bounds())
+        raise SR4RSError(f"{args.hr} does not overlap {args.lr} (extents in the LR image's CRS, xmin, ymin, "
+                         f"xmax, ymax: HR {xmin:.2f}, {ymin:.2f}, {xmax:.2f}, {ymax:.2f}; LR {extent})")
+    alpha = None
     if args.resample_hr:
         logger.info("resampling %s on the fly (%s) onto the LR grid refined %d times%s", args.hr,
                     args.resampling, SCALE, f" ({problem})" if problem else "")
         hr_ds = _warp_hr(hr_ds, lr, lr_wkt, args.hr_nodata, args.resampling)
         hr_path = f"{args.hr} (resampled)"
         hr = Grid.of(hr_ds, hr_path)
+        alpha = nbands + 1 if hr_ds.RasterCount > nbands else None
     offset = _hr_offset(lr, hr)
     assert offset is not None
-    return (lr, hr, Source(lr_ds, args.lr, nbands, args.lr_nodata),
-            Source(hr_ds, hr_path, nbands, args.hr_nodata), lr_wkt, offset)
+    return Inputs(lr, hr, Source(lr_ds, args.lr, nbands, args.lr_nodata),
+                  Source(hr_ds, hr_path, nbands, args.hr_nodata, alpha), lr_wkt, offset,
+                  cover if args.resample_hr else None)
+
+
+def _skipped(counts: dict) -> str:
+    """The patches skipped, e.g. "3 outside an image, 4 with nodata"."""
+    uncovered = f"{counts['uncovered']} not covered by the HR image, " if counts["uncovered"] else ""
+    return f"{counts['outside']} outside an image, {uncovered}{counts['nodata']} with nodata"
 
 
 def extract(args: argparse.Namespace, centers_path: str) -> dict:
     """Do the extraction described by the parsed arguments; return the counts."""
     size = args.lr_patchsize
     hsize = SCALE * size
-    lr, hr, lr_src, hr_src, lr_wkt, offset = _open_inputs(args)
+    inputs = _open_inputs(args)
+    lr, hr, lr_src, hr_src, offset = inputs.lr, inputs.hr, inputs.lr_src, inputs.hr_src, inputs.offset
+    lr_wkt = inputs.lr_wkt
     nbands = len(lr_src.bands)
     if args.vec:
         cand = _point_candidates(args.vec, args.layer, args.field, lr, lr_wkt, size)
@@ -481,7 +592,7 @@ def extract(args: argparse.Namespace, centers_path: str) -> dict:
     out_lr_type = numpy_type_of(gdal_type(args.encoding)) if args.encoding else lr_src.dtype
     out_hr_type = numpy_type_of(gdal_type(args.encoding)) if args.encoding else hr_src.dtype
     folder = os.path.dirname(os.path.realpath(args.out_lr))
-    counts = {"candidates": n_cand, "outside": n_cand - len(todo), "nodata": 0, "kept": 0,
+    counts = {"candidates": n_cand, "outside": n_cand - len(todo), "uncovered": 0, "nodata": 0, "kept": 0,
               "not_examined": 0, "no_geometry": cand.no_geometry}
     with ExitStack() as stack:
         spill_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix=".extract_patches.", dir=folder))
@@ -496,6 +607,11 @@ def extract(args: argparse.Namespace, centers_path: str) -> dict:
                     if len(kept) >= limit:
                         break
                     examined += 1
+                    if inputs.cover is not None and not inputs.cover.Contains(_rectangle(
+                            *lr.centre(cand.lr_col[i], cand.lr_row[i] + size),
+                            *lr.centre(cand.lr_col[i] + size, cand.lr_row[i]))):
+                        counts["uncovered"] += 1
+                        continue
                     a = lr_src.read(cand.lr_col[i], cand.lr_row[i], size)
                     if not lr_src.valid(a, cand.lr_col[i], cand.lr_row[i]):
                         counts["nodata"] += 1
@@ -513,13 +629,19 @@ def extract(args: argparse.Namespace, centers_path: str) -> dict:
                              f"({os_error_text(err)})") from None
         counts["not_examined"] = len(todo) - examined
         counts["kept"] = n = len(kept)
+        hint = "; ".join(h for h in (lr_src.nodata_hint("--lr_nodata", size),
+                                     hr_src.nodata_hint("--hr_nodata", hsize)) if h)
         if not kept:
-            raise SR4RSError(f"no patch to extract: {counts['outside']} outside the LR or HR image, "
-                             f"{counts['nodata']} with nodata; check that the points fall inside both images")
+            raise SR4RSError(f"no patch to extract: {_skipped(counts)}; "
+                             f"{hint or 'check that the points fall inside both images'}")
+        if hint and 2 * counts["nodata"] > examined:
+            logger.warning("%d of %d patches examined were rejected for nodata: %s", counts["nodata"],
+                           examined, hint)
         kept_arr = np.array(kept, dtype=np.int64)
         order = np.argsort(kept_arr, kind="stable")  # original order of the points / grid
         chosen = kept_arr[order]
-        cx, cy = lr.centre(cand.lr_col[chosen] + size / 2.0, cand.lr_row[chosen] + size / 2.0)
+        cx, cy = lr.centre(cand.lr_col[chosen] + size / 2.0 + CENTRE_NUDGE,
+                           cand.lr_row[chosen] + size / 2.0 + CENTRE_NUDGE)
         spill_lr = np.memmap(spill_paths[0], dtype=out_lr_type, mode="r", shape=(n, size, size, nbands))
         spill_hr = np.memmap(spill_paths[1], dtype=out_hr_type, mode="r", shape=(n, hsize, hsize, nbands))
         out_lr = stack.enter_context(atomic_output(args.out_lr))
@@ -540,8 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(not args.quiet)
     centers = _check_args(args)
     counts = extract(args, centers)
-    logger.info("kept %d patches; skipped %d outside an image, %d with nodata%s%s", counts["kept"],
-                counts["outside"], counts["nodata"],
+    logger.info("kept %d patches; skipped %s%s%s", counts["kept"], _skipped(counts),
                 f", {counts['no_geometry']} features without geometry" if counts["no_geometry"] else "",
                 f", {counts['not_examined']} not needed (--max_patches)" if counts["not_examined"] else "")
     logger.info("wrote %s, %s and %s", args.out_lr, args.out_hr, centers)

@@ -88,13 +88,14 @@ def test_colocation_points(pair, tmp_path):
     for c, patch in zip(centers, lr_p, strict=True):
         col, row = c["lr_col"], c["lr_row"]
         np.testing.assert_array_equal(patch, pair["lr_arr"][row:row + S, col:col + S])
-        assert c["x"] == X0 + (col + S / 2) * LR_PX and c["y"] == Y0 - (row + S / 2) * LR_PX
+        # a quarter HR pixel right of and below the window's centre (PatchesExtraction rounds it safely)
+        assert c["x"] == X0 + (col + S / 2 + 1 / 16) * LR_PX and c["y"] == Y0 - (row + S / 2 + 1 / 16) * LR_PX
         assert c["label"] == 100 + c["source_fid"] - 1
         px, py = xy[c["source_fid"] - 1]  # OTB's rule: the point's pixel is the (S/2, S/2) pixel of the patch
         assert col + S // 2 == int(np.floor((px - X0) / LR_PX))
         assert row + S // 2 == int(np.floor((Y0 - py) / LR_PX))
-    # the first point is on an LR pixel corner: it is exactly the patch centre
-    assert (centers[0]["x"], centers[0]["y"]) == (X0 + 100, Y0 - 100)
+    # the first point is on an LR pixel corner: it is the patch centre (plus the quarter HR pixel)
+    assert (centers[0]["x"], centers[0]["y"]) == (X0 + 100 + LR_PX / 16, Y0 - 100 - LR_PX / 16)
     # outputs read back as a dataset
     ds = PatchesDataset([out_lr], [out_hr])
     assert ds.n_patches == len(lr_p) and ds.lr_patch_size == S

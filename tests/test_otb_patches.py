@@ -33,7 +33,7 @@ def read(path: str) -> tuple[np.ndarray, tuple, int]:
 
 
 def otb_python(lr: str, hr: str, s: int, vec: str, out_lr: str, out_hr: str, pixel_type: str,
-               nodata: tuple[float, float] | None = None) -> None:
+               nodata: tuple[float, float] | None = None, field: str = "label") -> None:
     """PatchesExtraction through the otbApplication binding (source1 = LR, source2 = HR)."""
     old = os.environ.get(NSOURCES)
     os.environ[NSOURCES] = "2"  # read when the application is created
@@ -51,7 +51,7 @@ def otb_python(lr: str, hr: str, s: int, vec: str, out_lr: str, out_hr: str, pix
         if nodata is not None:
             app.SetParameterFloat(f"source{k}.nodata", nodata[k - 1])
     app.SetParameterString("vec", vec)
-    app.SetParameterString("field", "label")
+    app.SetParameterString("field", field)
     app.ExecuteAndWriteOutput()
 
 
@@ -144,6 +144,28 @@ def test_random_points_where_and_why_they_differ(tmp_path, s):
     offsets = np.column_stack([hr_col - 4 * lr_col, hr_row - 4 * lr_row])
     assert set(offsets[:300].ravel().tolist()) == {0, 1, 2, 3}
     assert set(offsets[300:].ravel().tolist()) <= {-1, 0, 3, 4} and (offsets[300:] != 0).any()
+
+
+@pytest.mark.parametrize("lr_px, s", [(0.4, 4), (40 / 3, 4), (0.4, 3)])
+def test_centres_file_gives_the_same_patches(tmp_path, lr_px, s):
+    """PatchesExtraction fed with extract_patches.py's centres GeoPackage (`-vec <lr stem>_centers.gpkg
+    -field patch`) extracts the same LR and HR patches, with pixel sizes not exact in binary (0.4 / 0.1 m,
+    40/3 / 10/3 m), on which OTB rounds a point on an LR pixel corner to either side."""
+    origin, w = (699960.4, 5000040.8), 40
+    cols, rows = np.meshgrid(np.arange(4 * w), np.arange(4 * w))
+    hr = np.stack([cols, rows], -1).astype(np.int32)  # positions: each patch tells where it came from
+    lr_path = write_raster(str(tmp_path / "lr.tif"), hr[::4, ::4] // 4, origin=origin, pixel_size=lr_px)
+    hr_path = write_raster(str(tmp_path / "hr.tif"), hr, origin=origin, pixel_size=lr_px / 4)
+    assert run_cli(main, ["--quiet", "--lr", lr_path, "--hr", hr_path, "--lr_patchsize", str(s),
+                          "--step", "2", "--out_lr", str(tmp_path / "us_lr.tif"),
+                          "--out_hr", str(tmp_path / "us_hr.tif")]) == 0
+    otb_python(lr_path, hr_path, s, str(tmp_path / "us_lr_centers.gpkg"), str(tmp_path / "otb_lr.tif"),
+               str(tmp_path / "otb_hr.tif"), "int32", field="patch")
+    for name in ("lr", "hr"):
+        o, gt_o, _ = read(str(tmp_path / f"otb_{name}.tif"))
+        u, gt_u, _ = read(str(tmp_path / f"us_{name}.tif"))
+        assert o.shape == u.shape and o.shape[0] // o.shape[1] == ((w - s) // 2 + 1) ** 2 and gt_o == gt_u
+        np.testing.assert_array_equal(o, u)
 
 
 def test_nodata_rejections_identical(tmp_path):
