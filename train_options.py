@@ -10,6 +10,7 @@ import constants
 from errors import SR4RSError
 from folders import check_checkpoint, check_new_savedmodel_path, check_writable_folder, checkpoint_location
 from logs import get_logger
+from raster import open_raster
 
 logger = get_logger("train")
 
@@ -199,6 +200,9 @@ def validate(options: TrainOptions) -> None:
         raise SR4RSError(f"{options.preview}: no such preview image")
     if options.load_ckpt:
         check_checkpoint(options.load_ckpt)
+    for name in PATCHES_FIELDS:  # their headers: a missing or unreadable file is named at once
+        for path in getattr(options, name) or ():
+            open_raster(path)
 
 
 def check_validation_options(options: TrainOptions) -> bool:

@@ -260,10 +260,13 @@ def test_refusals_are_one_line_and_leave_no_checkpoint(data, tmp_path, capsys, e
 
 def test_help_and_option_mistakes_are_answered_before_tensorflow_loads(data, tmp_path):
     probe = ("import sys, cli, train\ntry:\n    code = cli.run_cli(train.main, sys.argv[1:])\n"
-             "except SystemExit as end:  # --help\n    code = end.code\nprint(code, 'tensorflow' in sys.modules)")
+             "except SystemExit as end:  # --help\n    code = end.code\n"
+             "print(code, 'tensorflow' in sys.modules)")
     common = ["--lr_patches", data["lr"], "--hr_patches", data["hr"], "--save_ckpt", f"{tmp_path}/ck/"]
+    missing = ["--valid_lr_patches", data["lr"], "--valid_hr_patches", "no.tif"]
     for args, expected in ((["--help"], "0 False"), ([*common, "--batchsize", "1"], "2 False"),
-                           ([*common, "--savedmodel", str(tmp_path)], "2 False")):
+                           ([*common, "--savedmodel", str(tmp_path)], "2 False"),
+                           ([*common, *missing], "2 False")):
         done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True)
         assert done.stdout.strip().splitlines()[-1] == expected, done.stderr
         assert "tensorflow" not in done.stderr.lower()
