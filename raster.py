@@ -1,13 +1,16 @@
 """GDAL helpers shared by every command: open with clear errors, north-up grids, read as [H, W, C],
-encodings, atomic outputs, validity masks."""
+encodings, atomic outputs, block-wise processing, validity masks."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
+import shutil
+import socket
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +19,9 @@ from osgeo import gdal, gdal_array, osr
 
 from cli import os_error_text
 from errors import SR4RSError
+from logs import get_logger
+
+logger = get_logger("raster")
 
 gdal.UseExceptions()
 
@@ -162,6 +168,50 @@ def read_array(ds: gdal.Dataset, xoff: int = 0, yoff: int = 0, xsize: int | None
     return np.ascontiguousarray(_read(ds, xoff, yoff, xsize, ysize))
 
 
+def read_window(ds: gdal.Dataset, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The pixels [rows, cols, bands] at the given image rows and columns (any order, repeats allowed),
+    read as the bounding box of those indices.
+
+    Args:
+        ds: the image.
+        rows: image rows, in [0, ds.RasterYSize).
+        cols: image columns, in [0, ds.RasterXSize).
+    """
+    c0, r0 = int(cols.min()), int(rows.min())
+    block = read_array(ds, c0, r0, int(cols.max()) - c0 + 1, int(rows.max()) - r0 + 1)
+    return block[np.ix_(rows - r0, cols - c0)]
+
+
+def block_windows(ds: gdal.Dataset, max_values: int = 1 << 22) -> Iterator[tuple[int, int, int, int]]:
+    """Windows (x, y, width, height) that cover a dataset, row by row, each made of whole blocks of its
+    first band (so that each block is read or written once) and of at most about `max_values` values
+    (all bands): bounded memory on images of any size.
+
+    Args:
+        ds: the image.
+        max_values: the size of a window, in values.
+    """
+    bx, by = ds.GetRasterBand(1).GetBlockSize()
+    rows = by * max(1, 64 // by)  # strips of a few rows are read 64 rows at a time
+    cols = bx * max(1, max_values // (rows * bx * ds.RasterCount))
+    for y in range(0, ds.RasterYSize, rows):
+        for x in range(0, ds.RasterXSize, cols):
+            yield x, y, min(cols, ds.RasterXSize - x), min(rows, ds.RasterYSize - y)
+
+
+def write_window(ds: gdal.Dataset, array: np.ndarray, x: int, y: int, message: str) -> None:
+    """Write an array [rows, cols, bands] at column x, row y, with a clear error.
+
+    Args:
+        ds: the image, open for writing.
+        array: the pixels.
+        x, y: top-left pixel of the window.
+        message: what failed, e.g. f"{path}: writing failed".
+    """
+    with gdal_errors(message):
+        ds.WriteArray(np.moveaxis(array, -1, 0), x, y)
+
+
 def numpy_dtype(ds: gdal.Dataset) -> np.dtype:
     """The numpy data type of the first band."""
     return np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(ds.GetRasterBand(1).DataType))
@@ -183,6 +233,55 @@ def numpy_type_of(gdal_type_code: int) -> np.dtype:
 def nodata_value(ds: gdal.Dataset) -> float | None:
     """The nodata value of the first band, or None."""
     return ds.GetRasterBand(1).GetNoDataValue()
+
+
+def to_encoding(values: np.ndarray, valid: np.ndarray, dtype: np.dtype,
+                out_nodata: float | None) -> np.ndarray:
+    """Computed values -> output pixels: integers rounded (half to even) and clamped to the type's range;
+    invalid pixels set to the output nodata (valid integer pixels that land on it are moved by one).
+
+    Args:
+        values: float values, e.g. a model output [rows, cols, bands].
+        valid: True where a value comes from valid input pixels (same shape).
+        dtype: output numpy type.
+        out_nodata: output nodata value, or None.
+    """
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+        if out_nodata is not None:
+            values[valid & (values == out_nodata)] = out_nodata + (1 if out_nodata < info.max else -1)
+    if out_nodata is not None:
+        values = np.where(valid, values, out_nodata)
+    return values.astype(dtype)
+
+
+def create_geotiff(path: str, like: gdal.Dataset, size: tuple[int, int], gdal_type_code: int,
+                   options: dict[str, str], geotransform: Sequence[float] | None,
+                   nodata: float | None = None) -> gdal.Dataset:
+    """Create a GeoTIFF with the band count, CRS, band descriptions and colour interpretation of `like`.
+
+    Args:
+        path: the file to create.
+        like: the image it derives from.
+        size: (columns, rows).
+        gdal_type_code: GDAL data type.
+        options: creation options, KEY -> VALUE.
+        geotransform: its geotransform (None: no georeferencing).
+        nodata: the nodata value declared by every band, or None.
+    """
+    with gdal_errors(f"{path}: cannot create the output"):
+        ds = gdal.GetDriverByName("GTiff").Create(path, *size, like.RasterCount, gdal_type_code,
+                                                  [f"{key}={value}" for key, value in options.items()])
+    if geotransform is not None:
+        ds.SetGeoTransform(tuple(geotransform))
+    if like.GetProjection():
+        ds.SetProjection(like.GetProjection())
+    copy_band_metadata(like, ds)
+    if nodata is not None:
+        for b in range(1, ds.RasterCount + 1):
+            ds.GetRasterBand(b).SetNoDataValue(nodata)
+    return ds
 
 
 FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
@@ -243,17 +342,48 @@ def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None])
                 raise SR4RSError(f"{path}: {name} and {other_name} are the same file: give different files")
 
 
+def part_owner() -> str:
+    """Who writes a temporary output, as its name says: "<host>-<pid>" (no dots in it)."""
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def remove_stale_parts(folder: str, stem: str) -> int:
+    """Remove the temporary outputs `.<stem>.<host>-<pid>.*.part*` (files, OTB scratch folders) that a
+    killed run of this machine left: those whose process is gone. Other machines' (a shared file system)
+    and running processes' parts are left alone. Returns how many were removed."""
+    host, removed = part_owner().rsplit("-", 1)[0], 0
+    pattern = re.compile(rf"\.{re.escape(stem)}\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.part")
+    for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(stem)}.*.part*")):
+        owner = pattern.match(os.path.basename(leftover))
+        if owner is None or owner["host"] != host:
+            continue
+        try:
+            os.kill(int(owner["pid"]), 0)
+            continue  # still running (or another user's process: PermissionError below)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(leftover) if os.path.isdir(leftover) else os.remove(leftover)
+            removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[str]:
     """Yield a temporary name next to `path` (next to its target for a symbolic link); rename it to that
-    file on success, delete it on failure: a failed or interrupted run never leaves a half-written output.
+    file on success, delete it on failure: a failed or interrupted run never leaves a half-written output,
+    and what a killed one left is removed by the next (remove_stale_parts).
     A system error in the block (e.g. a full disk) becomes an SR4RSError naming `path`.
     """
     real = check_output_path(path)
     folder, base = os.path.split(real)
     stem, ext = os.path.splitext(base)
+    if remove_stale_parts(folder, stem):
+        logger.info("removed the partial outputs of killed runs of %s", path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{ext}", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{part_owner()}.", suffix=f".part{ext}", dir=folder)
     except OSError as err:
         raise SR4RSError(f"{path}: cannot write in {folder} ({os_error_text(err)})") from None
     os.close(fd)
@@ -318,8 +448,9 @@ def read_sample(ds: gdal.Dataset, max_size: int = 512) -> np.ndarray:
 
 
 def valid_mask(array: np.ndarray, nodata: float | None) -> np.ndarray:
-    """True where a value is valid: not NaN and not equal to the nodata value (when there is one)."""
-    valid = ~np.isnan(array) if np.issubdtype(array.dtype, np.floating) else np.ones(array.shape, bool)
+    """True where a value is valid: finite (not NaN, not +-inf) and not equal to the nodata value (when
+    there is one)."""
+    valid = np.isfinite(array) if np.issubdtype(array.dtype, np.floating) else np.ones(array.shape, bool)
     if nodata is not None and not np.isnan(nodata):
         valid &= array != nodata
     return valid

@@ -3,7 +3,8 @@
     python sr.py --input S2_10m.tif --savedmodel model/ --output S2_2.5m.tif
 
 Two engines: OTBTF's TensorflowModelServe, as the original SR4RS (`--engine otb`), and a built-in
-GDAL + TensorFlow one that needs no OTB (`--engine tf`). `--engine auto` takes OTB when it is there.
+GDAL + TensorFlow one that needs no OTB (`--engine tf`). `--engine auto` takes OTB when it is there and
+can take the input (otb_engine.refusal), the built-in engine otherwise.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import otb_engine
 from cli import ArgumentParser, run_cli
 from errors import SR4RSError
 from inference_settings import InferenceSettings
-from logs import get_logger, setup_logging
+from logs import get_logger, native_start_up, quiet_libraries, setup_logging
 from otb_env import load_otb
 from raster import (
     check_creation_options,
@@ -61,17 +62,20 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--engine", default="auto", choices=("auto", "otb", "tf"),
                         help="otb: OTBTF TensorflowModelServe (output shrunk by the margins); tf: built-in "
                              "GDAL + TensorFlow engine (whole input extent, borders mirrored); auto "
-                             "(default): otb when otbApplication with TensorflowModelServe can be imported")
+                             "(default): otb when otbApplication with TensorflowModelServe can be imported "
+                             "and can take the input, else tf")
     parser.add_argument("--nodata", type=float,
-                        help="input nodata value (default: the input's own); nodata and NaN pixels are "
-                             "filled before inference and set to nodata in the output")
+                        help="input nodata value (default: the input's own); nodata, NaN and infinite "
+                             "pixels are filled before inference and set to nodata in the output")
     parser.add_argument("--co", action="append", default=[], metavar="KEY=VALUE",
                         help="GeoTIFF creation option, repeatable (default: TILED=YES, COMPRESS=DEFLATE, "
                              "PREDICTOR, BIGTIFF=IF_SAFER)")
     parser.add_argument("--batch", type=int, default=1,
                         help="tiles per model call, tf engine (default %(default)s): more can help on GPUs "
                              "with small tiles")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar; warnings and errors only")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar; SR4RS's warnings and errors only, TensorFlow's and OTB's "
+                             "errors only")
     return parser
 
 
@@ -161,20 +165,26 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise SR4RSError(f"--batch {args.batch}: give at least 1")
 
 
-def choose_engine(name: str) -> str:
-    """'otb' or 'tf' for --engine auto/otb/tf.
+def choose_engine(name: str, otb_refusal: str | None) -> str:
+    """'otb' or 'tf' for --engine auto/otb/tf: auto takes OTB when it is there and can take the input.
 
     Args:
         name: the --engine value.
+        otb_refusal: why the OTB engine cannot take this input, or None (see otb_engine.refusal).
     """
     if name == "tf":
         return "tf"
-    if load_otb() is not None:
+    if load_otb() is None:
+        if name == "otb":
+            raise SR4RSError("--engine otb: otbApplication with TensorflowModelServe cannot be imported "
+                             "(run `make otb`, or use the OTBTF Docker image), or use --engine tf")
+        logger.info("OTB's TensorflowModelServe is not available: using the built-in engine")
+        return "tf"
+    if otb_refusal is None:
         return "otb"
     if name == "otb":
-        raise SR4RSError("--engine otb: otbApplication with TensorflowModelServe cannot be imported "
-                         "(run `make otb`, or use the OTBTF Docker image), or use --engine tf")
-    logger.info("OTB's TensorflowModelServe is not available: using the built-in engine")
+        raise SR4RSError(f"--engine otb: {otb_refusal}: use --engine tf")
+    logger.info("the OTB engine cannot take this input (%s): using the built-in engine", otb_refusal)
     return "tf"
 
 
@@ -186,8 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     setup_logging(verbose=not args.quiet)
+    quiet_libraries(args.quiet)
     check_arguments(args)
     output, user_options, extended = split_extended_filename(args.output)
+    if extended:
+        logger.warning("extended filename options other than gdal:co: are ignored: %s", "&".join(extended))
     user_options.update(parse_co(args.co))
     check_outputs({"--output": output}, {"--input": args.input})
     src = open_raster(args.input)
@@ -196,9 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_creation_options(options, out_type)
     nodata = args.nodata if args.nodata is not None else nodata_value(src)
     out_nodata = output_nodata(nodata, numpy_dtype(src), numpy_type_of(out_type))
-    # TensorFlow loads here, after the cheap checks of the command line and the input
-    import tiler
-    from sr_model import band_statistics, check_input, inspect_savedmodel
+    with native_start_up(args.quiet):  # TensorFlow loads here, after the cheap checks
+        import tiler
+        from sr_model import band_statistics, check_input, inspect_savedmodel
 
     info = inspect_savedmodel(args.savedmodel)
     info.output_key(args.pad)
@@ -208,9 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = InferenceSettings(
         input=args.input, savedmodel=args.savedmodel, output=output, ts=args.ts, pad=args.pad,
         gdal_type=out_type, nodata=nodata, out_nodata=out_nodata,
-        creation_options=options, fill=tuple(stats["mean"]),
-        extended=tuple(extended), batch=args.batch, quiet=args.quiet)
-    engine = choose_engine(args.engine)
+        creation_options=options, fill=tuple(stats["mean"]), batch=args.batch, quiet=args.quiet)
+    engine = choose_engine(args.engine, otb_engine.refusal(src, args.ts, args.pad, info.nbands is not None))
     logger.info("%s -> %s with %s (engine %s, ts %s, pad %s, %s)", args.input, output, args.savedmodel,
                 engine, args.ts, args.pad, numpy_type_of(out_type))
     (otb_engine.run if engine == "otb" else tiler.run)(settings)

@@ -20,17 +20,18 @@ import tqdm
 from osgeo import gdal
 
 import constants
-from inference_settings import InferenceSettings
+from inference_settings import UNMARKED_INVALID, InferenceSettings
 from logs import get_logger
 from raster import (
     atomic_output,
     close_dataset,
-    copy_band_metadata,
+    create_geotiff,
     gdal_errors,
     numpy_type_of,
     open_raster,
-    read_array,
-    valid_mask,
+    read_window,
+    to_encoding,
+    write_window,
 )
 from sr_model import Signature, inspect_savedmodel
 from tile_windows import Tile, TileGrid, hr_mask
@@ -38,40 +39,6 @@ from tile_windows import Tile, TileGrid, hr_mask
 logger = get_logger("tiler")
 
 QUEUE_DEPTH = 2
-
-
-def read_window(ds: gdal.Dataset, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """The pixels [rows, cols, bands] at the given image rows and columns (see
-    TileGrid.window_indices), read as the bounding box of those indices.
-
-    Args:
-        ds: the input image.
-        rows: image rows, in [0, ds.RasterYSize).
-        cols: image columns, in [0, ds.RasterXSize).
-    """
-    c0, r0 = int(cols.min()), int(rows.min())
-    block = read_array(ds, c0, r0, int(cols.max()) - c0 + 1, int(rows.max()) - r0 + 1)
-    return block[np.ix_(rows - r0, cols - c0)]
-
-
-def to_encoding(hr: np.ndarray, valid: np.ndarray, dtype: np.dtype, out_nodata: float | None) -> np.ndarray:
-    """Model output -> output pixels: integers rounded and clamped to the type's range; invalid pixels
-    set to the output nodata (valid integer pixels that land on it are moved by one).
-
-    Args:
-        hr: model output [rows, cols, bands], float32.
-        valid: True where the output comes from a valid input pixel.
-        dtype: output numpy type.
-        out_nodata: output nodata value, or None.
-    """
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        hr = np.clip(np.rint(hr), info.min, info.max)
-        if out_nodata is not None:
-            hr[valid & (hr == out_nodata)] = out_nodata + (1 if out_nodata < info.max else -1)
-    if out_nodata is not None:
-        hr = np.where(valid, hr, out_nodata)
-    return hr.astype(dtype)
 
 
 class _Job:
@@ -95,9 +62,8 @@ class _Job:
         tile's own LR pixels [N, th/4, tw/4, bands]."""
         lr, valid = [], []
         for tile in tiles:
-            window = read_window(self.src, *self.grid.window_indices(tile))
-            ok = valid_mask(window, self.s.nodata)
-            lr.append(np.where(ok, window, np.asarray(self.s.fill, np.float32)).astype(np.float32))
+            window, ok = self.s.filled(read_window(self.src, *self.grid.window_indices(tile)))
+            lr.append(window)
             valid.append(self.grid.inner(ok))
         return np.stack(lr), np.stack(valid)
 
@@ -107,8 +73,7 @@ class _Job:
             ok = hr_mask(own, tile)
             self.unmarked_invalid |= self.s.out_nodata is None and not ok.all()
             encoded = to_encoding(tile.crop(pixels), ok, self.dtype, self.s.out_nodata)
-            with gdal_errors(f"{self.s.output}: writing failed"):
-                self.dst.WriteArray(np.moveaxis(encoded, -1, 0), tile.x, tile.y)
+            write_window(self.dst, encoded, tile.x, tile.y, f"{self.s.output}: writing failed")
 
     def close(self) -> None:
         """Flush and close the output, even when the flush fails (a full disk gives one error, not a
@@ -130,22 +95,11 @@ def create_output(path: str, src: gdal.Dataset, settings: InferenceSettings) -> 
         src: the input image.
         settings: output type, nodata, creation options.
     """
-    options = [f"{key}={value}" for key, value in settings.creation_options.items()]
-    with gdal_errors(f"{path}: cannot create the output"):
-        dst = gdal.GetDriverByName("GTiff").Create(path, src.RasterXSize * constants.SCALE,
-                                                   src.RasterYSize * constants.SCALE, src.RasterCount,
-                                                   settings.gdal_type, options)
-    gt = src.GetGeoTransform(can_return_null=True)
-    if gt is not None:  # an image without georeferencing gives one without
-        dst.SetGeoTransform((gt[0], gt[1] / constants.SCALE, gt[2] / constants.SCALE,
-                             gt[3], gt[4] / constants.SCALE, gt[5] / constants.SCALE))
-    if src.GetProjection():
-        dst.SetProjection(src.GetProjection())
-    copy_band_metadata(src, dst)
-    if settings.out_nodata is not None:
-        for b in range(1, dst.RasterCount + 1):
-            dst.GetRasterBand(b).SetNoDataValue(settings.out_nodata)
-    return dst
+    gt, k = src.GetGeoTransform(can_return_null=True), constants.SCALE
+    # an input without georeferencing gives an output without
+    hr_gt = None if gt is None else (gt[0], gt[1] / k, gt[2] / k, gt[3], gt[4] / k, gt[5] / k)
+    return create_geotiff(path, src, (k * src.RasterXSize, k * src.RasterYSize), settings.gdal_type,
+                          settings.creation_options, hr_gt, settings.out_nodata)
 
 
 def _pipeline(job: _Job, signature: Signature, progress: tqdm.tqdm) -> float:
@@ -177,11 +131,8 @@ def run(settings: InferenceSettings) -> None:
 
     Args:
         settings: paths, tile size, margin, encoding, nodata, fill values, creation options, batch,
-            progress (the OTB extended filename options are ignored, with a warning).
+            progress.
     """
-    if settings.extended:
-        logger.warning("extended filename options ignored by the built-in engine: %s",
-                       "&".join(settings.extended))
     src = open_raster(settings.input)
     signature = Signature(inspect_savedmodel(settings.savedmodel), settings.pad)
     start = time.perf_counter()
@@ -198,6 +149,5 @@ def run(settings: InferenceSettings) -> None:
             progress.close()
             job.close()
     if job.unmarked_invalid:
-        logger.warning("the input has NaN pixels and the output type has no nodata value: their output "
-                       "pixels hold model values from the filled input (give --nodata to mark them)")
+        logger.warning(UNMARKED_INVALID)
     logger.info("%s written (%.2f HR Mpx/s)", settings.output, done / 1e6 / (time.perf_counter() - start))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import constants
 from cli import run_cli
-from logs import get_logger, setup_logging
+from logs import get_logger, native_start_up, quiet_libraries, setup_logging
 from train_options import DEFAULTS, EXPORTS, TrainConfig, TrainOptions, validate
 
 if TYPE_CHECKING:
@@ -186,7 +186,8 @@ def train(options: TrainOptions, strategy: tf.distribute.Strategy | None = None)
     """
     validate(options)
     log_summary(options)
-    import training  # TensorFlow loads here, once the options are checked: mistakes are answered at once
+    with native_start_up(quiet=False):  # TensorFlow loads here, once the options are checked
+        import training
 
     return training.run(options, strategy)
 
@@ -195,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line into TrainOptions and train."""
     options = options_from_args(build_parser().parse_args(argv))
     setup_logging()
+    quiet_libraries(quiet=False)
     train(options)
     return 0
 

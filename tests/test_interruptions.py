@@ -94,16 +94,22 @@ def test_after_sigkill_at_any_moment_the_output_is_absent_or_complete(scene, tmp
     out = tmp_path / "out"
     out.mkdir()
     output = str(out / "hr.tif")
-    for delay in np.random.default_rng(0).uniform(0.3, 1.0, 4) * duration:
+    left = 0
+    for delay in np.random.default_rng(0).uniform(0.0, 0.5, 3) * duration:
         sr = start("sr.py", sr_args(scene, output))
+        while not parts(str(out)) and sr.poll() is None:  # until it writes, then a random moment
+            time.sleep(0.01)
         time.sleep(delay)
         sr.kill()
         sr.wait()
+        left = max(left, len(parts(str(out))))
         if os.path.exists(output):  # it finished before the kill: complete
             np.testing.assert_array_equal(read_array(gdal.Open(output)), expected)
             os.remove(output)
-    assert start("sr.py", sr_args(scene, output)).wait(timeout=300) == 0  # stale parts do not get in the way
+    assert left  # killed while writing: its partial output stayed, hidden
+    assert start("sr.py", sr_args(scene, output)).wait(timeout=300) == 0
     np.testing.assert_array_equal(read_array(gdal.Open(output)), expected)
+    assert parts(str(out)) == []  # the killed runs' partial outputs are gone
 
 
 def train_args(scene: dict[str, str], folder: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 
 import numpy as np
@@ -19,7 +18,7 @@ import sr
 from cli import run_cli
 from errors import SR4RSError
 from inference_settings import InferenceSettings
-from raster import ENCODINGS, read_array
+from raster import read_array
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +36,24 @@ def settings(**changes: object) -> InferenceSettings:
 
 
 def test_parameters_are_those_of_spec_section_8():
-    params = otb_engine.parameters(settings(), "out.tif?&streaming:type=tiled")
+    params = otb_engine.parameters(settings(), "in.tif", "out.tif?&streaming:type=tiled")
     assert params == {
         "source1.il": ["in.tif"], "source1.rfieldx": 160, "source1.rfieldy": 160,
         "source1.placeholder": "lr_input", "model.dir": "model", "model.fullyconv": True,
         "output.names": ["output_64"], "output.efieldx": 512, "output.efieldy": 512,
         "output.spcscale": 0.25, "optim.tilesizex": 512, "optim.tilesizey": 512,
         "optim.disabletiling": True, "out": "out.tif?&streaming:type=tiled"}
-    params = otb_engine.parameters(settings(ts=100, pad=256, nodata=-10000), "o.tif")
+    params = otb_engine.parameters(settings(ts=100, pad=256, nodata=-10000), "filled.tif", "o.tif")
     assert (params["source1.rfieldx"], params["output.efieldy"]) == (153, 100)
-    assert params["output.names"] == ["output_256"]
-    assert (params["source1.nodata"], params["output.bv"]) == (-10000.0, -10000.0)
-    assert "source1.nodata" not in otb_engine.parameters(settings(ts=64, pad=32, nodata=math.nan), "o.tif")
+    assert params["output.names"] == ["output_256"] and params["source1.il"] == ["filled.tif"]
+    assert "source1.nodata" not in params  # the input OTB reads has no invalid pixel left (fill_input)
 
 
-def test_output_filename_streams_rows_of_tiles_with_creation_options():
-    run = settings(creation_options={"COMPRESS": "LZW", "TILED": "YES"}, extended=("box=0:0:10:10",), ts=256)
-    name = otb_engine.output_filename("/d/o.tif", run)
-    assert name == ("/d/o.tif?&gdal:co:COMPRESS=LZW&gdal:co:TILED=YES&box=0:0:10:10&streaming:type=tiled"
-                    "&streaming:sizemode=height&streaming:sizevalue=256")
-
-
-def test_pixel_types_cover_every_encoding():
-    assert set(ENCODINGS.values()) <= set(otb_engine.OTB_PIXEL_TYPES)
+def test_output_filename_streams_rows_of_tiles_into_a_float_scratch_file():
+    name = otb_engine.output_filename("/d/o.tif", 256)
+    assert name == ("/d/o.tif?&gdal:co:TILED=YES&gdal:co:BLOCKXSIZE=256&gdal:co:BLOCKYSIZE=256"
+                    "&gdal:co:COMPRESS=DEFLATE&gdal:co:ZLEVEL=1&gdal:co:PREDICTOR=3&gdal:co:BIGTIFF=IF_SAFER"
+                    "&streaming:type=tiled&streaming:sizemode=height&streaming:sizevalue=256")
 
 
 def test_output_size_and_origin_fix(caplog):
@@ -151,7 +145,9 @@ def test_otb_declares_nodata_and_refuses_too_small_images(tmp_path, nearest, cap
     assert run_cli(sr.main, ["--input", src, "--savedmodel", nearest, "--output", str(tmp_path / "o2.tif"),
                              "--engine", "otb", "--ts", "512"]) == 2
     assert "too small for the OTB engine" in capsys.readouterr().err
-    assert not (tmp_path / "o2.tif").exists()
+    with pytest.raises(SR4RSError, match="too small for the OTB engine"):
+        otb_engine.run(settings(input=src, output=str(tmp_path / "o3.tif")))
+    assert sorted(os.listdir(tmp_path)) == ["in.tif", "out.tif"]
 
 
 @pytest.mark.otb
@@ -164,4 +160,5 @@ def test_otb_failure_is_a_clear_error_and_leaves_no_output(tmp_path):
         otb_engine.run(run)
     message = str(failure.value)
     assert message.startswith("OTB TensorflowModelServe failed (") and "Can't load the input model" in message
-    assert sorted(os.listdir(tmp_path)) == ["empty", "in.tif"]
+    assert "\n" not in message
+    assert sorted(os.listdir(tmp_path)) == ["empty", "in.tif"]  # no output, no scratch folder

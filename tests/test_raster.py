@@ -59,6 +59,23 @@ def test_atomic_output_renames_on_success_and_leaves_nothing_on_failure(tmp_path
             pass
 
 
+def test_the_parts_a_killed_run_left_are_removed_by_the_next(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = raster.part_owner().rsplit("-", 1)[0]
+    stale = [f".out.{host}-{dead.pid}.abc123.part.tif", f".out.{host}-{dead.pid}.abc123.part.tif.aux.xml"]
+    kept = [f".out.{host}-{os.getppid()}.def456.part.tif",  # a running process's
+            f".out.otherhost-{dead.pid}.ghi789.part.tif",  # another machine's, on a shared file system
+            f".other.{host}-{dead.pid}.jkl012.part.tif"]  # another output's
+    for name in stale + kept:
+        (tmp_path / name).write_text("partial")
+    (tmp_path / f".out.{host}-{dead.pid}.mno345.part.scratch").mkdir()  # OTB's scratch folder
+    with raster.atomic_output(str(tmp_path / "out.tif")) as tmp:
+        assert os.path.basename(tmp).startswith(f".out.{raster.part_owner()}.")
+        gdal.GetDriverByName("GTiff").Create(tmp, 2, 2, 1)
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + ["out.tif"])
+
+
 def test_statistics_of_a_replaced_file_do_not_survive(tmp_path):
     target = str(tmp_path / "out.tif")
     write_raster(target, np.full((4, 4), 7, np.uint8))
@@ -254,3 +271,31 @@ def test_usage_errors_are_one_line(capsys):
     parser.add_argument("--n", type=int, required=True)
     assert run_cli(lambda argv: parser.parse_args(argv), ["--n", "x"]) == 2
     assert capsys.readouterr().err == "error: argument --n: invalid int value: 'x' (see tool.py --help)\n"
+
+
+def test_to_encoding_rounds_clamps_and_marks_nodata():
+    hr = np.array([[[2.5], [3.5], [-7.6], [70000.0], [0.2], [np.nan]]], np.float32)
+    valid = np.array([[[True]] * 5 + [[False]]])
+    out = raster.to_encoding(hr, valid, np.dtype(np.uint16), 0.0)
+    assert out.dtype == np.uint16
+    assert out[0, :, 0].tolist() == [2, 4, 0 + 1, 65535, 0 + 1, 0]  # valid zeros moved off nodata 0
+    out = raster.to_encoding(hr[:, :5], valid[:, :5], np.dtype(np.int16), None)
+    assert out[0, :, 0].tolist() == [2, 4, -8, 32767, 0]
+    out = raster.to_encoding(hr, valid, np.dtype(np.float32), float("nan"))
+    np.testing.assert_array_equal(out[0, :5, 0], hr[0, :5, 0])
+    assert np.isnan(out[0, 5, 0])
+
+
+@pytest.mark.parametrize("options, size, max_values", [
+    (["TILED=YES", "BLOCKXSIZE=32", "BLOCKYSIZE=16"], (100, 70), 2000), (["TILED=YES"], (300, 40), 1 << 22),
+    ([], (50, 130), 600)])
+def test_block_windows_cover_the_image_once_by_whole_blocks(tmp_path, options, size, max_values):
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "a.tif"), *size, 3, gdal.GDT_Int16, options)
+    bx, by = ds.GetRasterBand(1).GetBlockSize()
+    covered = np.zeros(size[::-1], int)
+    for x, y, w, h in raster.block_windows(ds, max_values):
+        assert x % bx == 0 and y % by == 0
+        assert (w % bx == 0 or x + w == size[0]) and (h % by == 0 or y + h == size[1])
+        assert w * h * 3 <= max(max_values, bx * by * 3 * max(1, 64 // by))
+        covered[y:y + h, x:x + w] += 1
+    assert (covered == 1).all()
