@@ -1,4 +1,5 @@
-"""Extract co-located LR and HR patches images (OTBTF format) from a LR and a HR image.
+"""Extract co-located LR and HR patches images (OTBTF format) from a LR and a HR image, or from one image
+alone (--self_supervised: its LR side is the image degraded like a sensor, degradation.py).
 
 The built-in replacement of OTBTF's PatchesExtraction for SR4RS (see `--help` and the README, Step 1).
 """
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from cli import ArgumentParser, os_error_text, run_cli
 from constants import SCALE
+from degradation import DEFAULT_MTF, DEGRADATIONS, Degradation, check_mtf, read_mirrored, to_image_type
 from errors import SR4RSError
 from logs import get_logger, setup_logging
 from raster import (
@@ -82,6 +84,21 @@ cover (--resample_hr), and windows containing a nodata pixel (the file's nodata 
 the HR image. `--lr_nodata none`/`--hr_nodata none` ignore the file's nodata values and mask (for a
 nodata value that is also a real value, e.g. 255 on saturated pixels); NaN stays nodata.
 
+Self-supervised (--self_supervised, no --hr; Wald protocol): the pairs come from the --lr image alone.
+Its own pixels are the HR side, and its LR side is the image degraded like a sensor 4 times coarser:
+blurred by a Gaussian PSF whose MTF at the Nyquist frequency of the LR grid is --mtf (default 0.3,
+Sentinel-2's), or averaged over 4x4 blocks (--degradation mean), then decimated 4 times. LR pixel (i, j)
+covers the image's pixels [4i, 4i+4) x [4j, 4j+4) (the PSF is centred on that block): the LR grid is the
+image's grid with a 4 times larger pixel size and the same origin, and --lr_patchsize, --step and the
+points of --vec refer to it. A model trained on these pairs (e.g. 40 m -> 10 m from a 10 m image) is then
+applied to the image itself (10 m -> 2.5 m): this assumes that the relation between the two scales does
+not depend on the scale. The PSF reaches beyond the 4x4 block; at the image's edges the image is mirrored
+(edge pixel repeated), and a nodata, NaN or masked pixel (--lr_nodata) anywhere in the PSF's support makes
+the LR pixel nodata (its patch is skipped). The LR patches have the image's data type: values are rounded
+to the nearest integer for integer images, as a real LR image of that type (the one the model will be
+applied to) stores them. The centres GeoPackage refers to that LR grid (PatchesExtraction cannot make
+these pairs: it has no degraded image to read).
+
 Outputs: --out_lr and --out_hr (GeoTIFF, data type of each input or --encoding), and a GeoPackage
 of the patch centres (layer "patch_centers", fields `patch` = patch index in the patches images,
 `source_fid` = FID of the point (grid mode: grid cell index), `lr_col`/`lr_row` = top-left LR pixel of
@@ -93,9 +110,11 @@ when the extraction succeeds.
 """
 
 EPILOG = """\
-example:
+examples:
   python extract_patches.py --lr Sentinel-2_B4328_10m.tif --hr Spot6_pansharp_RGBN_2.5m.tif \\
       --lr_patchsize 32 --vec patches_center_locations.shp --out_lr lr_patches.tif --out_hr hr_patches.tif
+  python extract_patches.py --self_supervised --lr Sentinel-2_B4328_10m.tif --mtf 0.3 \\
+      --lr_patchsize 32 --step 32 --out_lr lr_patches_40m.tif --out_hr hr_patches_10m.tif
 """
 
 
@@ -174,30 +193,57 @@ class Source:
         self.value_rejected = 0  # windows rejected for pixels equal to a nodata value
         self.value_pixels = 0  # such pixels in them
 
-    def read(self, xoff: int, yoff: int, size: int) -> np.ndarray:
-        """Read a size x size window of every band as [rows, cols, bands]."""
+    def read(self, xoff: int, yoff: int, size: int, height: int | None = None) -> np.ndarray:
+        """Read a size x size window (size x height when given) of every band as [rows, cols, bands]."""
+        height = size if height is None else height
         with gdal_errors(f"{self.path}: read failed"):
-            arr = self.ds.ReadAsArray(int(xoff), int(yoff), size, size, band_list=self.bands,
+            arr = self.ds.ReadAsArray(int(xoff), int(yoff), size, height, band_list=self.bands,
                                       interleave="pixel")
-        return arr.reshape(size, size, len(self.bands))
+        return arr.reshape(height, size, len(self.bands))
 
-    def valid(self, arr: np.ndarray, xoff: int, yoff: int) -> bool:
-        """True when the window has no nodata, NaN or masked pixel."""
-        if self.is_float and np.isnan(arr).any():
-            return False
+    def _value_hits(self, arr: np.ndarray) -> np.ndarray:
+        """[rows, cols]: True where a band holds its nodata value."""
         hit = np.zeros(arr.shape[:2], dtype=bool)
         for b, value in self.nodata:
             hit |= arr[:, :, b] == value
+        return hit
+
+    def _masked(self, xoff: int, yoff: int, width: int, height: int) -> np.ndarray | None:
+        """[rows, cols]: True where the mask (GDAL mask or alpha band) says not valid; None without a mask."""
+        if self.mask is None:
+            return None
+        with gdal_errors(f"{self.path}: read failed"):
+            return self.mask.ReadAsArray(int(xoff), int(yoff), width, height) == 0
+
+    def valid(self, arr: np.ndarray, xoff: int, yoff: int) -> bool:
+        """True when the window has no nodata, NaN or masked pixel."""
+        if self.is_float and not np.isfinite(arr).all():  # NaN or +-inf
+            return False
+        hit = self._value_hits(arr)
         if hit.any():
             self.value_rejected += 1
             self.value_pixels += int(hit.sum())
             return False
-        if self.mask is not None:
-            with gdal_errors(f"{self.path}: read failed"):
-                mask = self.mask.ReadAsArray(int(xoff), int(yoff), arr.shape[1], arr.shape[0])
-            if not mask.all():
-                return False
-        return True
+        masked = self._masked(xoff, yoff, arr.shape[1], arr.shape[0])
+        return masked is None or not masked.any()
+
+    def read_with_validity(self, xoff: int, yoff: int, width: int,
+                           height: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Read a window with its invalid pixels.
+
+        Returns:
+            the pixels [rows, cols, bands], a mask [rows, cols] True on the pixels with a nodata value, a
+            NaN or a mask saying so in any band, and the number of pixels with a nodata value.
+        """
+        arr = self.read(xoff, yoff, width, height)
+        hit = self._value_hits(arr)
+        invalid = hit.copy()
+        if self.is_float:
+            invalid |= ~np.isfinite(arr).all(axis=-1)
+        masked = self._masked(xoff, yoff, width, height)
+        if masked is not None:
+            invalid |= masked
+        return arr, invalid, int(hit.sum())
 
     def nodata_hint(self, option: str, size: int) -> str:
         """How many windows the file's nodata value rejected, and how to ignore it ("" when none did).
@@ -216,15 +262,77 @@ class Source:
                 f"there (e.g. saturated pixels), use {option} {NODATA_NONE} to ignore it")
 
 
+class DegradedSource:
+    """The LR side of --self_supervised: windows of an image degraded and decimated SCALE times, on the
+    image's grid with a SCALE times larger pixel size and the same origin. Each window is computed from the
+    image's window times SCALE plus the PSF's margins, the image mirrored beyond its edges."""
+
+    def __init__(self, src: Source, degradation: Degradation) -> None:
+        """
+        Args:
+            src: the image.
+            degradation: the PSF.
+        """
+        self.src = src
+        self.degradation = degradation
+        self.path = f"{src.path} (degraded)"
+        self.bands = src.bands
+        self.dtype = src.dtype  # values rounded to it, as a real LR image of that type holds them
+        self.image_size = (src.ds.RasterXSize, src.ds.RasterYSize)
+        self._last: tuple[bool, int] = (True, 0)  # validity and nodata-value pixels of the last window read
+
+    def read(self, xoff: int, yoff: int, size: int) -> np.ndarray:
+        """The degraded size x size LR window at (xoff, yoff), as [rows, cols, bands] in the image's type."""
+        m = self.degradation.margin
+        hits = 0
+
+        def read(x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+            nonlocal hits
+            arr, invalid, hits = self.src.read_with_validity(x, y, w, h)
+            return arr, invalid
+
+        side = SCALE * size + 2 * m
+        block, invalid = read_mirrored(read, SCALE * int(xoff) - m, SCALE * int(yoff) - m, side, side,
+                                       self.image_size)
+        values, lr_invalid = self.degradation.apply(block, invalid)
+        self._last = (not lr_invalid.any(), hits)
+        return to_image_type(values, self.dtype)
+
+    def valid(self, arr: np.ndarray, xoff: int, yoff: int) -> bool:
+        """True when no LR pixel of the window just read has a nodata, NaN or masked image pixel in the
+        PSF's support."""
+        ok, hits = self._last
+        if not ok and hits:
+            self.src.value_rejected += 1
+            self.src.value_pixels += hits
+        return ok
+
+    def nodata_hint(self, option: str, size: int) -> str:
+        """Source.nodata_hint for the image pixels read for LR windows of `size` pixels."""
+        return self.src.nodata_hint(option, SCALE * size + 2 * self.degradation.margin)
+
+
 def build_parser() -> ArgumentParser:
     """The command line of extract_patches.py."""
     p = ArgumentParser(description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lr", required=True, metavar="IMAGE",
-                   help="low-resolution image (any GDAL-readable raster)")
-    p.add_argument("--hr", required=True, metavar="IMAGE",
+                   help="low-resolution image (any GDAL-readable raster); with --self_supervised, the image "
+                        "the pairs are made from (its own pixels are the HR side)")
+    p.add_argument("--hr", metavar="IMAGE",
                    help="high-resolution image of the same area, same bands in the same order, pixel size "
-                        "= LR pixel size / 4 on a grid aligned with the LR grid (else see --resample_hr)")
+                        "= LR pixel size / 4 on a grid aligned with the LR grid (else see --resample_hr); "
+                        "required unless --self_supervised")
+    p.add_argument("--self_supervised", action="store_true",
+                   help="no HR image: make the pairs from --lr alone, its LR side being --lr degraded like "
+                        "a sensor 4 times coarser (--degradation, --mtf) and decimated 4 times (Wald "
+                        "protocol; see above)")
+    p.add_argument("--degradation", choices=DEGRADATIONS,
+                   help="with --self_supervised: 'gaussian' (default), a Gaussian PSF with the MTF --mtf at "
+                        "the LR Nyquist frequency, or 'mean', the mean of each 4x4 block (MTF 0.65)")
+    p.add_argument("--mtf", type=float, metavar="MTF",
+                   help="with --self_supervised and --degradation gaussian: the sensor's MTF at the LR "
+                        f"Nyquist frequency, in [0.01, 0.92) (default: {DEFAULT_MTF}, Sentinel-2's)")
     p.add_argument("--lr_patchsize", type=int, required=True, metavar="S",
                    help="LR patch size s in pixels (HR patches are 4s x 4s)")
     where = p.add_mutually_exclusive_group(required=True)
@@ -254,7 +362,7 @@ def build_parser() -> ArgumentParser:
                    help="when the HR pixel size is not the LR one / 4, its grid is not aligned with the LR "
                         "grid, or its CRS differs, warp the HR image on the fly with GDAL onto the LR grid "
                         "refined 4 times (without this flag, that is an error)")
-    p.add_argument("--resampling", choices=RESAMPLINGS, default="cubic",
+    p.add_argument("--resampling", choices=RESAMPLINGS,
                    help="GDAL resampling of --resample_hr (default: cubic)")
     p.add_argument("--max_patches", type=int, metavar="N",
                    help="keep at most this many patches, chosen at random among the valid ones "
@@ -275,6 +383,7 @@ def _check_args(args: argparse.Namespace) -> str:
         raise SR4RSError(f"--max_patches must be >= 1 (got {args.max_patches})")
     if args.vec is None and (args.field or args.layer):
         raise SR4RSError("--field and --layer go with --vec")
+    _check_degradation(args)
     if args.encoding:
         gdal_type(args.encoding)
     centers = args.out_centers or os.path.join(
@@ -287,6 +396,33 @@ def _check_args(args: argparse.Namespace) -> str:
     check_outputs({"--out_lr": args.out_lr, "--out_hr": args.out_hr, "the centres GeoPackage": centers},
                   {"--lr": args.lr, "--hr": args.hr, "--vec": args.vec})
     return centers
+
+
+def _check_degradation(args: argparse.Namespace) -> None:
+    """Check the options of --self_supervised against the others; fill in the defaults of --degradation,
+    --mtf and --resampling."""
+    if args.self_supervised:
+        extra = [name for name, value in (("--hr", args.hr), ("--hr_nodata", args.hr_nodata),
+                                          ("--resample_hr", args.resample_hr or None),
+                                          ("--resampling", args.resampling)) if value is not None]
+        if extra:
+            raise SR4RSError(f"--self_supervised makes the HR side from --lr itself: remove "
+                             f"{', '.join(extra)}")
+        args.degradation = args.degradation or "gaussian"
+        if args.degradation == "gaussian":
+            args.mtf = DEFAULT_MTF if args.mtf is None else args.mtf
+            check_mtf(args.mtf)
+        elif args.mtf is not None:
+            raise SR4RSError(f"--mtf goes with --degradation gaussian, not {args.degradation}")
+    else:
+        if args.hr is None:
+            raise SR4RSError("--hr is required (or --self_supervised to make the pairs from --lr alone)")
+        given = [name for name, value in (("--degradation", args.degradation), ("--mtf", args.mtf))
+                 if value is not None]
+        if given:
+            raise SR4RSError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with "
+                             "--self_supervised")
+    args.resampling = args.resampling or "cubic"
 
 
 def _same_size(a: float, b: float) -> bool:
@@ -498,7 +634,7 @@ class Inputs:
 
     Attributes:
         lr, hr: their grids (HR: resampled with --resample_hr).
-        lr_src, hr_src: their readers.
+        lr_src, hr_src: their readers (LR: a DegradedSource with --self_supervised).
         lr_wkt: the LR CRS (WKT).
         offset: HR pixel offset of the LR grid's corner.
         cover: with --resample_hr, the HR image's extent in the LR CRS: the windows it does not contain
@@ -507,15 +643,35 @@ class Inputs:
 
     lr: Grid
     hr: Grid
-    lr_src: Source
+    lr_src: Source | DegradedSource
     hr_src: Source
     lr_wkt: str
     offset: tuple[int, int]
     cover: ogr.Geometry | None
 
 
+def _open_self_supervised(args: argparse.Namespace) -> Inputs:
+    """Open the image of --self_supervised: it is the HR side; the LR side is it degraded and decimated."""
+    ds = open_raster(args.lr)
+    hr = Grid.of(ds, args.lr)
+    lr = Grid(hr.x0, hr.y0, hr.px * SCALE, hr.py * SCALE, hr.width // SCALE, hr.height // SCALE, hr.srs)
+    if lr.width < 1 or lr.height < 1:
+        raise SR4RSError(f"{args.lr}: {hr.width} x {hr.height} pixels, too small to be decimated "
+                         f"{SCALE} times")
+    degradation = Degradation.mean() if args.degradation == "mean" else Degradation.gaussian(args.mtf)
+    logger.info("self-supervised: LR side = %s degraded by a %s and decimated %d times (pixel size %g)",
+                args.lr, degradation.description, SCALE, lr.px)
+    nbands = ds.RasterCount
+    lr_src = DegradedSource(Source(ds, args.lr, nbands, args.lr_nodata), degradation)
+    return Inputs(lr, hr, lr_src, Source(ds, args.lr, nbands, args.lr_nodata), ds.GetProjection(), (0, 0),
+                  None)
+
+
 def _open_inputs(args: argparse.Namespace) -> Inputs:
-    """Open LR and HR, check them against each other, resample HR when asked."""
+    """Open LR and HR, check them against each other, resample HR when asked (or open the image of
+    --self_supervised)."""
+    if args.self_supervised:
+        return _open_self_supervised(args)
     lr_ds = open_raster(args.lr)
     hr_ds = open_raster(args.hr)
     lr = Grid.of(lr_ds, args.lr)

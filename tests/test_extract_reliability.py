@@ -161,3 +161,20 @@ def test_nodata_option_values(sand, capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "none" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_non_finite_pixels_are_nodata(tmp_path, value):
+    """NaN and +-inf in a float image: the patches holding them are skipped, never written."""
+    hr = np.random.default_rng(5).uniform(1, 100, (SCALE * W, SCALE * W, 2)).astype(np.float32)
+    lr = block_mean(hr).astype(np.float32)
+    lr[5, 6, 1] = value  # in the patch at LR column 4, row 4 (--step S)
+    hr[SCALE * 30, SCALE * 31, 0] = value  # in the patch at LR column 28, row 28
+    lr_path = write_raster(str(tmp_path / "lr.tif"), lr, origin=(X0, Y0), pixel_size=10.0)
+    hr_path = write_raster(str(tmp_path / "hr.tif"), hr, origin=(X0, Y0), pixel_size=10.0 / SCALE)
+    out_lr, out_hr = str(tmp_path / "o_lr.tif"), str(tmp_path / "o_hr.tif")
+    assert extract("--lr", lr_path, "--hr", hr_path, "--lr_patchsize", str(S), "--step", str(S),
+                   "--out_lr", out_lr, "--out_hr", out_hr) == 0
+    lr_p, hr_p = read_patches(out_lr, S), read_patches(out_hr, SCALE * S)
+    assert len(lr_p) == (W // S) ** 2 - 2
+    assert np.isfinite(lr_p).all() and np.isfinite(hr_p).all()
