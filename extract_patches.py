@@ -356,8 +356,8 @@ def build_parser() -> ArgumentParser:
         p.add_argument(f"--{name.lower()}_nodata", type=nodata_option, metavar="VALUE",
                        help=f"treat this value as nodata in every {name} band instead of the file's nodata "
                             f"values and mask (default), or '{NODATA_NONE}': no nodata value (when the "
-                            "file's is also a real value, e.g. 255 on saturated pixels); NaN is always "
-                            "nodata")
+                            "file's is also a real value, e.g. 255 on saturated pixels); NaN and "
+                            "infinities are always nodata")
     p.add_argument("--resample_hr", action="store_true",
                    help="when the HR pixel size is not the LR one / 4, its grid is not aligned with the LR "
                         "grid, or its CRS differs, warp the HR image on the fly with GDAL onto the LR grid "

@@ -12,6 +12,7 @@ import pytest
 from helpers import write_points, write_raster
 from osgeo import gdal
 from test_extract_patches import X0, Y0, block_mean, read_centers, read_patches
+from test_extract_reliability import extract, one_error_line
 
 from cli import run_cli
 from constants import SCALE
@@ -30,15 +31,6 @@ from extract_patches import main
 PX = 10.0  # the image's pixel size (e.g. Sentinel-2 10 m): the LR side is at 40 m
 S = 4  # LR patch size
 
-
-def extract(*args: str) -> int:
-    return run_cli(main, ["--quiet", *args])
-
-
-def one_error_line(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
 
 
 def degrade_whole(image: np.ndarray, degradation: Degradation) -> tuple[np.ndarray, np.ndarray]:
