@@ -106,14 +106,16 @@ def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[
 
 
 SECTION = "real"
-TABLE_HEAD = ("| image (test part) | recipe | minutes | steps | SR PSNR | bicubic PSNR | gain (dB) "
-              "| SSIM SR / bicubic | validation gain (dB) | validating | machine |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = ("| image (test part) | recipe | minutes | trained (min) | steps (exported) | SR PSNR "
+              "| bicubic PSNR | gain (dB) | SSIM SR / bicubic | validation gain (dB) | validating "
+              "| machine |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def write_row(result: dict) -> None:
     """Put `result` in BENCHMARKS.md's section, replacing the row of the same image, recipe and minutes."""
-    row = (f"| {result['image']} | {result['recipe_name']} | {result['minutes']:g} | {result['steps']} | "
+    row = (f"| {result['image']} | {result['recipe_name']} | {result['minutes']:g} | "
+           f"{result['train_s'] / 60:.1f} | {result['steps']} ({result['exported_step']}) | "
            f"{result['psnr_sr']:.3f} | {result['psnr_bicubic']:.3f} | **{result['gain_db']:+.3f}** | "
            f"{result['ssim_sr']:.4f} / {result['ssim_bicubic']:.4f} | {result['valid_gain_db']:+.3f} | "
            f"{100 * result['validation_share']:.1f}% | {result['machine']} |")
@@ -133,8 +135,10 @@ on (nor used to pick the weights); the rest is the training part (16-px LR patch
 them held out by position for validation, which picks the exported weights). Training: the recipe
 (README, "Recommended recipes"; scales 1 / the LR maximum, for the VGG loss only) for M minutes on the CPU
 (2 cores, nothing else running); then `sr.py` (built-in engine) on the test LR and `evaluate.py` against
-the test HR, with GDAL's bicubic upsampling of the same LR as the baseline. "validating": share of the
-training time spent in validation.
+the test HR, with GDAL's bicubic upsampling of the same LR as the baseline. "minutes" is the budget
+(`--time_limit`); "trained" the time the training took, less when the recipe's 1000 epochs end first (small
+images); "steps (exported)": the steps done and those of the exported weights (the best validation PSNR);
+"validating": share of the training time spent in validation.
 
 {recipes}
 
