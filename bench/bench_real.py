@@ -2,11 +2,12 @@
 part of a real image it never saw?
 
     .venv/bin/python bench/bench_real.py --hr IMAGE [--minutes M] [--recipe cpu|gpu] [--out DIR]
-        [--nodata none] [--write]
+        [--nodata none] [--mtf MTF] [--write]
 
 1-2. demo/pairs.py: HR = IMAGE (any GDAL raster, e.g. uint8 or uint16, 3 or 4 bands), LR = the mean of
-   each 4 x 4 block; the last quarter of the image along its longer side is held out (the test part),
-   the rest is the training part.
+   each 4 x 4 block, or with --mtf the image blurred by a Gaussian PSF of that MTF at the LR Nyquist
+   frequency (as `extract_patches.py --self_supervised`), decimated by 4; the last quarter of the image
+   along its longer side is held out (the test part), the rest is the training part.
 3. extract_patches.py: 16 x 16 LR patches every 8 LR pixels from the training part (HR 64 x 64).
 4. train.py with the recipe (demo/recipes.py; README, "Recommended recipes") for M minutes, 10% of the
    training pairs held out by position for validation (which picks the exported weights), never the
@@ -41,6 +42,7 @@ import fit  # noqa: E402
 import sr  # noqa: E402
 import train  # noqa: E402
 from bench.report import BENCHMARKS, machine, write_section  # noqa: E402
+from degradation import Degradation  # noqa: E402
 from demo.pairs import make_pairs  # noqa: E402
 from demo.recipes import RECIPES  # noqa: E402
 from raster import open_raster, read_array  # noqa: E402
@@ -50,7 +52,7 @@ LR_PATCH = 16  # LR patch size of the training patches (every LR_PATCH / 2 pixel
 
 
 def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[str],
-        lr_patch: int = LR_PATCH) -> dict:
+        lr_patch: int = LR_PATCH, degradation: Degradation | None = None) -> dict:
     """The whole benchmark on one image; the results (see the module's doc).
 
     Args:
@@ -60,8 +62,9 @@ def run(image: str, minutes: float, folder: str, use_nodata: bool, recipe: list[
         use_nodata: honour the image's nodata value.
         recipe: train.py's arguments.
         lr_patch: LR patch size (patches every lr_patch / 2 pixels).
+        degradation: how the LR is made from the image (default: the 4 x 4 block mean).
     """
-    parts = make_pairs(image, folder, TEST_SHARE, use_nodata)
+    parts = make_pairs(image, folder, TEST_SHARE, use_nodata, degradation)
     patches = {k: os.path.join(folder, f"{k}_patches.tif") for k in ("lr", "hr")}
     assert extract_patches.main(["--lr", parts.train_lr, "--hr", parts.train_hr,
                                  "--lr_patchsize", str(lr_patch), "--step", str(lr_patch // 2),
@@ -129,8 +132,10 @@ def write_row(result: dict) -> None:
     recipes = "\n".join(f"- `{name}`: `{' '.join(args)}`" for name, args in RECIPES.items())
     write_section(SECTION, f"""## {title}
 
-Each row: `bench/bench_real.py --hr IMAGE --recipe R --minutes M --write`. The image is the HR truth; its
-LR input is its 4 x 4 block mean; the last quarter along its longer side is the test part, never trained
+Each row: `bench/bench_real.py --hr IMAGE --recipe R --minutes M [--mtf MTF] --write`. The image is the HR
+truth; its LR input is its 4 x 4 block mean, or (`--mtf`) the image blurred by a Gaussian PSF of that MTF
+at the LR Nyquist frequency and decimated, as `extract_patches.py --self_supervised` makes its pairs (the
+Wald protocol either way); the last quarter along its longer side is the test part, never trained
 on (nor used to pick the weights); the rest is the training part (16-px LR patches every 8 px, 10% of
 them held out by position for validation, which picks the exported weights). Training: the recipe
 (README, "Recommended recipes"; scales 1 / the LR maximum, for the VGG loss only) for M minutes on the CPU
@@ -157,11 +162,14 @@ def main() -> None:
     p.add_argument("--nodata", choices=["file", "none"], default="file",
                    help="use the image's nodata value, or none (e.g. 8-bit images whose declared nodata "
                         "255 is also saturated white)")
+    p.add_argument("--mtf", type=float, help="LR by a Gaussian PSF of this MTF at the LR Nyquist frequency "
+                                             "(e.g. 0.3, Sentinel-2's) instead of the 4 x 4 mean")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.out or tmp
         os.makedirs(folder, exist_ok=True)
-        result = run(args.hr, args.minutes, folder, args.nodata == "file", RECIPES[args.recipe])
+        result = run(args.hr, args.minutes, folder, args.nodata == "file", RECIPES[args.recipe],
+                     degradation=Degradation.gaussian(args.mtf) if args.mtf else None)
     result["recipe_name"] = args.recipe
     if args.write:
         write_row(result)

@@ -1,8 +1,11 @@
 """A training part and a held-out test part of a real image, each as an HR/LR pair whose LR is the
-mean of 4 x 4 HR blocks: the data of `make demo` and of bench/bench_real.py.
+image degraded and decimated by 4 (the Wald protocol): by default the mean of 4 x 4 HR blocks, or a
+sensor-like Gaussian PSF (degradation.py, as `extract_patches.py --self_supervised`); the data of
+`make demo` and of bench/bench_real.py.
 
-The LR image is float32 (exact means); a block that holds a nodata pixel is NaN. The test part is the
-last `test_share` of the image along its longer side; both parts keep the image's georeferencing.
+The LR image is float32 (not rounded); an LR pixel whose PSF support holds a nodata pixel is NaN. The
+test part is the last `test_share` of the image along its longer side; both parts keep the image's
+georeferencing.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import numpy as np
 from osgeo import gdal, gdal_array
 
 from constants import SCALE
+from degradation import Degradation, kernel_mtf
 from raster import open_raster, read_array
 
 
@@ -42,8 +46,9 @@ def write(path: str, array: np.ndarray, grid: gdal.Dataset, pixel_factor: float,
     return path
 
 
-def make_pairs(image: str, folder: str, test_share: float = 0.25, use_nodata: bool = True) -> Pairs:
-    """Cut `image` into a training and a test part and make each part's LR by 4 x 4 averaging.
+def make_pairs(image: str, folder: str, test_share: float = 0.25, use_nodata: bool = True,
+               degradation: Degradation | None = None) -> Pairs:
+    """Cut `image` into a training and a test part and make each part's LR by degrading the image.
 
     Args:
         image: the real HR image (any GDAL raster); cropped to whole 4 x 4 blocks.
@@ -51,16 +56,19 @@ def make_pairs(image: str, folder: str, test_share: float = 0.25, use_nodata: bo
         test_share: share of the image held out, at the end of its longer side.
         use_nodata: honour the image's nodata value (else every pixel is data, e.g. an 8-bit image
             whose declared nodata 255 is also saturated white).
+        degradation: the PSF (default: the 4 x 4 block mean); the image is mirrored at its edges.
     """
+    degradation = degradation or Degradation.mean()
     src = open_raster(image)
     hr = read_array(src)
     rows, cols = hr.shape[0] // SCALE * SCALE, hr.shape[1] // SCALE * SCALE
     hr = hr[:rows, :cols]
     nodata = src.GetRasterBand(1).GetNoDataValue() if use_nodata else None
-    blocks = hr.reshape(rows // SCALE, SCALE, cols // SCALE, SCALE, -1).astype(np.float64)
-    lr = blocks.mean(axis=(1, 3)).astype(np.float32)
-    if nodata is not None:
-        lr[(blocks == nodata).any(axis=(1, 3)).any(axis=-1)] = np.nan
+    m = degradation.margin
+    mirrored = np.pad(hr, ((m, m), (m, m), (0, 0)), mode="symmetric")
+    lr, invalid = degradation.apply(mirrored, None if nodata is None else (mirrored == nodata).any(axis=-1))
+    lr = lr.astype(np.float32)
+    lr[invalid] = np.nan
     axis = 1 if cols >= rows else 0  # split across the longer side
     split = round(lr.shape[axis] * (1 - test_share))  # in LR pixels
     paths = {}
@@ -75,5 +83,8 @@ def make_pairs(image: str, folder: str, test_share: float = 0.25, use_nodata: bo
         paths[f"{name}_lr"] = write(os.path.join(folder, f"{name}_lr.tif"), lr_part, grid, SCALE,
                                     float("nan") if nodata is not None else None)
     side = "columns" if axis == 1 else "rows"
-    return Pairs(**paths, description=f"{os.path.basename(image)} ({cols} x {rows} px, LR by 4 x 4 mean); "
+    how = "4 x 4 mean"
+    if degradation.sigma is not None:
+        how = f"a Gaussian PSF of MTF {kernel_mtf(degradation.taps):.2g}"
+    return Pairs(**paths, description=f"{os.path.basename(image)} ({cols} x {rows} px, LR by {how}); "
                                       f"test part: its last {test_share:.0%} {side}, never trained on")

@@ -5,6 +5,7 @@ import pytest
 from helpers import write_raster
 from osgeo import gdal
 
+from degradation import Degradation
 from demo.pairs import make_pairs
 from raster import read_array
 
@@ -33,3 +34,20 @@ def test_nodata_can_be_ignored(tmp_path):
     image = write_raster(str(tmp_path / "white.tif"), hr, nodata=255)
     pairs = make_pairs(image, str(tmp_path), use_nodata=False)
     assert (read_array(gdal.Open(pairs.train_lr)) == 255).all()
+
+
+def test_a_gaussian_psf_instead_of_the_block_mean(tmp_path):
+    rng = np.random.default_rng(1)
+    hr = rng.integers(1, 250, (64, 96, 2)).astype(np.uint8)
+    hr[40, 40, 0] = 255  # nodata: its LR pixel and the neighbours the PSF reaches become NaN
+    image = write_raster(str(tmp_path / "image.tif"), hr, nodata=255)
+    psf = Degradation.gaussian(0.3)
+    pairs = make_pairs(image, str(tmp_path), degradation=psf)
+    m = psf.margin
+    expected, _ = psf.apply(np.pad(hr.astype(np.float64), ((m, m), (m, m), (0, 0)), mode="symmetric"))
+    train_lr, test_lr = (read_array(gdal.Open(p)) for p in (pairs.train_lr, pairs.test_lr))
+    np.testing.assert_allclose(test_lr, expected[:, 18:], rtol=1e-6)
+    nan = np.isnan(train_lr).any(axis=-1)
+    # LR pixel i reads HR pixels [4i - 7, 4i + 11) (m = 7): HR pixel 40 is in the support of i = 8 .. 11
+    assert nan[8:12, 8:12].all() and nan.sum() == 16
+    assert "LR by a Gaussian PSF of MTF 0.3" in pairs.description
