@@ -20,6 +20,7 @@ import constants
 import extract_patches
 import fit
 import train
+import training
 from checkpoints import Checkpoints
 from cli import run_cli
 from demo import scene as demo_scene
@@ -437,7 +438,7 @@ class ScriptedValidator:
 @pytest.mark.parametrize("export", ["best", "last"])
 def test_early_stop_and_the_export_of_the_best_or_last_weights(data, tmp_path, monkeypatch, export):
     # validation PSNRs after each epoch: the best after epoch 2, then 2 epochs without better: stop after 4
-    monkeypatch.setattr(train, "Validator", lambda *args: ScriptedValidator([31, 33, 32, 32.5, 40, 40]))
+    monkeypatch.setattr(training, "Validator", lambda *args: ScriptedValidator([31, 33, 32, 32.5, 40, 40]))
     monkeypatch.setattr(fit, "VALID_TIME_RATIO", 0)  # validate after every epoch
     options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=tmp_path / "ck",
                            savedmodel=tmp_path / "model", valid_split=0.25, early_stop=2, export=export,
@@ -508,7 +509,7 @@ def test_pretrain_epochs_and_no_gan_phase(data, tmp_path):
 @pytest.mark.slow
 def test_validation_waits_so_that_it_costs_a_few_percent_of_the_time(data, tmp_path, monkeypatch):
     validator = ScriptedValidator([30.0] * 10, seconds=0.5)  # 0.5 s each: 9.5 s of training between two
-    monkeypatch.setattr(train, "Validator", lambda *args: validator)
+    monkeypatch.setattr(training, "Validator", lambda *args: validator)
     options = TrainOptions(lr_patches=data["lr"], hr_patches=data["hr"], save_ckpt=tmp_path / "ck",
                            valid_split=0.25, epochs=5, batchsize=3, seed=2,
                            trainer=TrainConfig(depth=4, nresblocks=1, l1weight=1))
