@@ -1,5 +1,6 @@
-"""The folders of a training run (checkpoints, logs, the SavedModel): checked before it starts (and before
-TensorFlow loads), created when first written."""
+"""The folders of a training run (checkpoints, logs, the SavedModel) and the SavedModel given to sr.py:
+checked before the work starts (and before TensorFlow loads); output folders are created when first
+written."""
 from __future__ import annotations
 
 import os
@@ -46,3 +47,14 @@ def check_new_savedmodel_path(path: str) -> None:
     if os.path.lexists(path):
         raise SR4RSError(f"{path}: already exists; give a new directory for --savedmodel")
     check_writable_folder(os.path.dirname(os.path.abspath(path)), "--savedmodel", path)
+
+
+def check_savedmodel(path: str) -> str:
+    """Refuse a SavedModel path that is not a folder with a saved_model.pb (before TensorFlow loads); the
+    saved_model.pb file."""
+    pb = os.path.join(path, "saved_model.pb")
+    if not os.path.isdir(path):
+        raise SR4RSError(f"{path}: no such SavedModel directory")
+    if not os.path.isfile(pb):
+        raise SR4RSError(f"{path}: not a SavedModel (no saved_model.pb inside)")
+    return pb

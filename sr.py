@@ -19,6 +19,7 @@ import constants
 import otb_engine
 from cli import ArgumentParser, run_cli
 from errors import SR4RSError
+from folders import check_savedmodel
 from inference_settings import InferenceSettings
 from logs import get_logger, native_start_up, quiet_libraries, setup_logging
 from otb_env import load_otb
@@ -209,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_creation_options(options, out_type)
     nodata = args.nodata if args.nodata is not None else nodata_value(src)
     out_nodata = output_nodata(nodata, numpy_dtype(src), numpy_type_of(out_type))
+    check_savedmodel(args.savedmodel)
     with native_start_up(args.quiet):  # TensorFlow loads here, after the cheap checks
         import tiler
         from sr_model import band_statistics, check_input, inspect_savedmodel

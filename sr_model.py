@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 import constants
 from errors import SR4RSError
 from export import read_metadata
+from folders import check_savedmodel
 from logs import get_logger
 
 logger = get_logger("sr_model")
@@ -67,11 +67,7 @@ def inspect_savedmodel(path: str) -> ModelInfo:
     Args:
         path: the SavedModel directory.
     """
-    pb = os.path.join(path, "saved_model.pb")
-    if not os.path.isdir(path):
-        raise SR4RSError(f"{path}: no such SavedModel directory")
-    if not os.path.isfile(pb):
-        raise SR4RSError(f"{path}: not a SavedModel (no saved_model.pb inside)")
+    pb = check_savedmodel(path)
     saved = saved_model_pb2.SavedModel()
     try:
         with open(pb, "rb") as f:

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import write_raster
+from helpers import ROOT, write_raster
 from osgeo import gdal
 from savedmodel_fixtures import cached, nearest_export, nearest_x4
 
@@ -19,8 +19,6 @@ import otb_engine
 import sr
 from cli import run_cli
 from raster import open_raster, read_array, to_encoding, valid_mask
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +207,19 @@ def test_native_log_lines_keep_each_warning_once_and_errors_when_quiet():
         "2024-01-05 10:00:00.123456: E tensorflow/core/x.cc:12] something failed"]
     assert logs.native_log_lines("a Python warning", quiet=False) == ["a Python warning"]
     assert logs.native_log_lines("a Python warning", quiet=True) == []
+
+
+def test_argument_input_output_and_model_mistakes_are_answered_before_tensorflow_loads(tmp_path):
+    image = write_raster(str(tmp_path / "lr.tif"), np.ones((8, 8, 3), np.float32))
+    empty = tmp_path / "empty_model"
+    empty.mkdir()
+    probe = ("import sys, cli, sr\ncode = cli.run_cli(sr.main, sys.argv[1:])\n"
+             "print(code, 'tensorflow' in sys.modules)")
+    out = str(tmp_path / "o.tif")
+    for args in (["--input", "no.tif", "--savedmodel", str(empty), "--output", out],
+                 ["--input", image, "--savedmodel", str(tmp_path / "none"), "--output", out],
+                 ["--input", image, "--savedmodel", str(empty), "--output", out],
+                 ["--input", image, "--savedmodel", str(empty), "--output", str(tmp_path)]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True)
+        assert done.stdout.split() == ["2", "False"], done.stderr
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
