@@ -84,15 +84,3 @@ def export_savedmodel(generator: tf.Module, path: str, nbands: int, scaling: Sca
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("SavedModel written to %s", path)
-
-
-def read_metadata(savedmodel: str) -> dict[str, Any] | None:
-    """The sr4rs.json description of a SavedModel, or None (e.g. a model made by the original SR4RS)."""
-    path = os.path.join(savedmodel, constants.METADATA_DIR, constants.METADATA_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as err:
-        raise SR4RSError(f"{path}: unreadable model description ({err})") from None

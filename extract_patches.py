@@ -28,6 +28,7 @@ from raster import (
     atomic_output,
     check_outputs,
     close_dataset,
+    copy_metadata,
     gdal_errors,
     gdal_type,
     numpy_type_of,
@@ -274,6 +275,7 @@ class DegradedSource:
             degradation: the PSF.
         """
         self.src = src
+        self.ds = src.ds  # the image's dataset (metadata, band descriptions)
         self.degradation = degradation
         self.path = f"{src.path} (degraded)"
         self.bands = src.bands
@@ -565,9 +567,10 @@ def _cast(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _write_patches(path: str, name: str, spill: np.ndarray, order: np.ndarray,
-                   pixel: tuple[float, float]) -> None:
+                   pixel: tuple[float, float], like: gdal.Dataset) -> None:
     """Write the patches kept (spill[order]) as an OTBTF patches image (geotransform as OTB writes it)
-    to `path`, named `name` in the errors."""
+    to `path`, named `name` in the errors, with the metadata and band descriptions of the image `like`
+    (e.g. B4, B3, B2, B8: train.py records them as the model's bands)."""
     n, size, _, nbands = len(order), spill.shape[1], spill.shape[2], spill.shape[3]
     gtype = gdal_array.NumericTypeCodeToGDALTypeCode(spill.dtype)
     options = ["BIGTIFF=IF_SAFER"]
@@ -575,6 +578,7 @@ def _write_patches(path: str, name: str, spill: np.ndarray, order: np.ndarray,
         ds = gdal.GetDriverByName("GTiff").Create(path, size, n * size, nbands, gtype, options)
     px, py = pixel
     ds.SetGeoTransform((-0.5 * px, px, 0.0, -0.5 * py, 0.0, py))  # as OTB: pixel (0, 0) centred on (0, 0)
+    copy_metadata(like, ds)
     per_chunk = max(1, WRITE_CHUNK_ROWS // size)
     try:
         with gdal_errors(f"{name}: writing failed"):
@@ -803,8 +807,8 @@ def extract(args: argparse.Namespace, centers_path: str) -> dict:
         out_lr = stack.enter_context(atomic_output(args.out_lr))
         out_hr = stack.enter_context(atomic_output(args.out_hr))
         out_c = stack.enter_context(atomic_output(centers_path))
-        _write_patches(out_lr, args.out_lr, spill_lr, order, (lr.px, lr.py))
-        _write_patches(out_hr, args.out_hr, spill_hr, order, (hr.px, hr.py))
+        _write_patches(out_lr, args.out_lr, spill_lr, order, (lr.px, lr.py), lr_src.ds)
+        _write_patches(out_hr, args.out_hr, spill_hr, order, (hr.px, hr.py), hr_src.ds)
         _write_centers(out_c, centers_path, lr_wkt, np.column_stack([cx, cy]), cand.source_fid[chosen],
                        cand.lr_col[chosen], cand.lr_row[chosen], cand.field_info,
                        [cand.values[j] for j in chosen] if cand.field_info is not None else [])

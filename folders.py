@@ -3,8 +3,11 @@ checked before the work starts (and before TensorFlow loads); output folders are
 written."""
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
+import constants
 from errors import SR4RSError
 
 
@@ -58,3 +61,15 @@ def check_savedmodel(path: str) -> str:
     if not os.path.isfile(pb):
         raise SR4RSError(f"{path}: not a SavedModel (no saved_model.pb inside)")
     return pb
+
+
+def read_metadata(savedmodel: str) -> dict[str, Any] | None:
+    """The sr4rs.json description of a SavedModel, or None (e.g. a model made by the original SR4RS)."""
+    path = os.path.join(savedmodel, constants.METADATA_DIR, constants.METADATA_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise SR4RSError(f"{path}: unreadable model description ({err})") from None

@@ -28,7 +28,7 @@ from osgeo import gdal
 
 from errors import SR4RSError
 from logs import get_logger
-from raster import close_dataset, gdal_errors, is_plain_path, open_dataset, open_raster
+from raster import band_descriptions, close_dataset, gdal_errors, is_plain_path, open_dataset, open_raster
 
 logger = get_logger("products")
 
@@ -201,7 +201,7 @@ def sentinel2_band_names(path: str) -> list[str] | None:
         path: a GDAL dataset name.
     """
     ds = open_raster(path)
-    names = [ds.GetRasterBand(b).GetDescription() for b in range(1, ds.RasterCount + 1)]
+    names = list(band_descriptions(ds))
     return names if all(normalize_band(n) in S2_BANDS for n in names) else None
 
 
@@ -311,7 +311,7 @@ def _product_in_zip(path: str) -> tuple[str, str] | None:
 def _plain_raster(name: str, wanted: tuple[str, ...], workdir: str | None) -> InputImage:
     """A GDAL raster: unchanged, or a VRT of the chosen bands (by number or description)."""
     ds = open_raster(name)
-    descriptions = tuple(ds.GetRasterBand(b).GetDescription() for b in range(1, ds.RasterCount + 1))
+    descriptions = band_descriptions(ds)
     nodata = ds.GetRasterBand(1).GetNoDataValue()
     if not wanted:
         return InputImage(path=name, source=name, bands=descriptions, nodata=nodata)
@@ -637,7 +637,9 @@ def _placement(path: str, like: gdal.Dataset) -> tuple[tuple[float, ...], tuple[
     """A (mask) raster's whole extent in its pixels, and where it lands on the grid of `like`
     (xoff, yoff, xsize, ysize), e.g. a 20 m SCL on the 10 m grid: twice its size."""
     ds = open_raster(path)
-    gt, ref = ds.GetGeoTransform(), like.GetGeoTransform()
+    gt, ref = ds.GetGeoTransform(can_return_null=True), like.GetGeoTransform()
+    if gt is None:  # no georeferencing of its own: it covers the product's extent
+        return (0, 0, ds.RasterXSize, ds.RasterYSize), (0, 0, like.RasterXSize, like.RasterYSize)
     if gt[2] or gt[4] or ref[2] or ref[4]:
         raise SR4RSError(f"{path}: not north-up, cannot be used as a mask")
     return ((0, 0, ds.RasterXSize, ds.RasterYSize),

@@ -259,7 +259,8 @@ def to_encoding(values: np.ndarray, valid: np.ndarray, dtype: np.dtype,
 def create_geotiff(path: str, like: gdal.Dataset, size: tuple[int, int], gdal_type_code: int,
                    options: dict[str, str], geotransform: Sequence[float] | None,
                    nodata: float | None = None) -> gdal.Dataset:
-    """Create a GeoTIFF with the band count, CRS, band descriptions and colour interpretation of `like`.
+    """Create a GeoTIFF with the band count, CRS, metadata items, band descriptions and colour
+    interpretation of `like`.
 
     Args:
         path: the file to create.
@@ -277,7 +278,7 @@ def create_geotiff(path: str, like: gdal.Dataset, size: tuple[int, int], gdal_ty
         ds.SetGeoTransform(tuple(geotransform))
     if like.GetProjection():
         ds.SetProjection(like.GetProjection())
-    copy_band_metadata(like, ds)
+    copy_metadata(like, ds)
     if nodata is not None:
         for b in range(1, ds.RasterCount + 1):
             ds.GetRasterBand(b).SetNoDataValue(nodata)
@@ -475,8 +476,16 @@ def dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:
     return out
 
 
-def copy_band_metadata(src: gdal.Dataset, dst: gdal.Dataset) -> None:
-    """Copy band descriptions and colour interpretations from src to dst (same band count)."""
+def band_descriptions(ds: gdal.Dataset) -> tuple[str, ...]:
+    """The description of every band ("" when a band has none), e.g. B4, B3, B2, B8."""
+    return tuple(ds.GetRasterBand(b).GetDescription() for b in range(1, ds.RasterCount + 1))
+
+
+def copy_metadata(src: gdal.Dataset, dst: gdal.Dataset) -> None:
+    """Copy the metadata items (default domain: e.g. a Sentinel-2 product's date, tile and offsets), band
+    descriptions and colour interpretations from src to dst (same band count)."""
+    if src.GetMetadata():
+        dst.SetMetadata({**src.GetMetadata(), **dst.GetMetadata()})
     for b in range(1, min(src.RasterCount, dst.RasterCount) + 1):
         src_band, dst_band = src.GetRasterBand(b), dst.GetRasterBand(b)
         if src_band.GetDescription():

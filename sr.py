@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,10 +20,11 @@ import constants
 import otb_engine
 from cli import ArgumentParser, run_cli
 from errors import SR4RSError
-from folders import check_savedmodel
+from folders import check_savedmodel, read_metadata
 from inference_settings import InferenceSettings
 from logs import get_logger, native_start_up, quiet_libraries, setup_logging
 from otb_env import load_otb
+from products import MASKS, THEIA_REFLECTANCES, open_input
 from raster import (
     check_creation_options,
     check_outputs,
@@ -45,7 +47,21 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         description="Generate a fake HR image (4x the pixels) from a LR image with an SR4RS SavedModel.")
     parser.add_argument("--input", required=True,
-                        help="input LR image, in the same dynamic as the LR patches the model was trained on")
+                        help="input LR image (any GDAL raster or dataset name), in the same dynamic as the "
+                             "LR patches the model was trained on; or a Sentinel-2 product: ESA L2A/L1C "
+                             "(.SAFE folder, .zip or MTD_MSIL*.xml; 10 m bands, reflectance x 10000 without "
+                             "the BOA/radiometric offset) or THEIA L2A (folder or .zip)")
+    product = parser.add_argument_group("Sentinel-2 products (and band selection)")
+    product.add_argument("--bands", metavar="LIST",
+                         help="bands in order: names (B4,B3,B2,B8) or, for a raster, band numbers (3,2,1) or "
+                              "descriptions (default: every band of a raster; for a product, the model's "
+                              "bands (sr4rs.json), else B4,B3,B2,B8 as the original SR4RS)")
+    product.add_argument("--mask", type=str.upper, choices=MASKS,
+                         help="product pixels made nodata: SCL (ESA L2A scene classification: no data, "
+                              "saturated, cloud shadows, clouds, cirrus) or CLM (THEIA cloud mask and edges)")
+    product.add_argument("--epsg", type=int, help="the CRS of an ESA product that covers several")
+    product.add_argument("--theia_reflectance", type=str.upper, choices=THEIA_REFLECTANCES, default="FRE",
+                         help="THEIA bands: FRE (flat reflectance, default) or SRE (surface reflectance)")
     parser.add_argument("--savedmodel", required=True, help="SavedModel directory")
     parser.add_argument("--output", required=True,
                         help="output HR GeoTIFF; OTB extended filenames work: out.tif?&gdal:co:COMPRESS=ZSTD")
@@ -204,7 +220,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("extended filename options other than gdal:co: are ignored: %s", "&".join(extended))
     user_options.update(parse_co(args.co))
     check_outputs({"--output": output}, {"--input": args.input})
-    src = open_raster(args.input)
+    model = (read_metadata(args.savedmodel) if os.path.isdir(args.savedmodel) else None) or {}
+    with open_input(args.input, bands=args.bands, mask=args.mask, epsg=args.epsg,
+                    theia_reflectance=args.theia_reflectance, default_bands=model.get("bands")) as image:
+        return super_resolve(args, output, user_options, image.path)
+
+
+def super_resolve(args: argparse.Namespace, output: str, user_options: dict[str, str],
+                  input_path: str) -> int:
+    """The work of sr.py once its arguments are checked.
+
+    Args:
+        args: the parsed arguments.
+        output: the output file (extended filename options removed).
+        user_options: the user's creation options.
+        input_path: what GDAL opens: the input, or the VRT of a product's bands (products.open_input).
+    """
+    src = open_raster(input_path)
     out_type = gdal_type(args.encoding) if args.encoding != "auto" else src.GetRasterBand(1).DataType
     options = creation_options(user_options, out_type, args.ts)
     check_creation_options(options, out_type)
@@ -221,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = band_statistics(sample, valid_mask(sample, nodata))
     check_input(info, src.RasterCount, stats)
     settings = InferenceSettings(
-        input=args.input, savedmodel=args.savedmodel, output=output, ts=args.ts, pad=args.pad,
+        input=input_path, savedmodel=args.savedmodel, output=output, ts=args.ts, pad=args.pad,
         gdal_type=out_type, nodata=nodata, out_nodata=out_nodata,
         creation_options=options, fill=tuple(stats["mean"]), batch=args.batch, quiet=args.quiet)
     engine = choose_engine(args.engine, otb_engine.refusal(src, args.ts, args.pad, info.nbands is not None))

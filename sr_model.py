@@ -17,8 +17,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import constants
 from errors import SR4RSError
-from export import read_metadata
-from folders import check_savedmodel
+from folders import check_savedmodel, read_metadata
 from logs import get_logger
 
 logger = get_logger("sr_model")

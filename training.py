@@ -18,6 +18,7 @@ from export import export_savedmodel
 from fit import Fit, exported_weights
 from logs import get_logger
 from network import SKIP_RADIUS, upsample_bicubic
+from raster import band_descriptions, open_raster
 from scaling import Scaling
 from skip_fit import fit_linear_skips
 from train_options import DEFAULTS, TrainOptions
@@ -80,6 +81,14 @@ def run_name(options: TrainOptions, now: datetime.datetime) -> str:
     if options.pretrain:
         name += "pretrained"
     return name + f"_{now.day}{now.strftime('%b')}_{now.hour}h{now.minute}min"
+
+
+def patch_bands(path: str) -> list[str] | None:
+    """The band names of a patches image (its band descriptions, e.g. B4, B3, B2, B8, which
+    extract_patches.py copies from its input), or None when a band has none: sr.py reads a Sentinel-2
+    product's bands in this order."""
+    names = band_descriptions(open_raster(path))
+    return list(names) if all(names) else None
 
 
 def make_strategy() -> tf.distribute.Strategy:
@@ -225,6 +234,7 @@ def run(options: TrainOptions, strategy: tf.distribute.Strategy | None = None) -
                                        "dtype": np.dtype(patches.dtype).name, "depth": cfg.depth,
                                        "nresblocks": cfg.nresblocks, "residual": cfg.residual,
                                        "upsampling": cfg.upsampling,
+                                       "bands": patch_bands(options.lr_patches[0]),
                                        "run": checkpoints.name, "epochs_done": epochs_done, "steps": steps,
                                        "validation": validation, "train_args": dataclasses.asdict(options)})
     return TrainResult(run=checkpoints.name, checkpoints=checkpoints.directory, logdir=board.directory,

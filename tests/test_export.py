@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import constants
 import export
+import folders
 from errors import SR4RSError
 from network import Generator
 from scaling import Scaling
@@ -50,12 +51,12 @@ def test_every_pad_gives_a_ts_by_ts_tile(exported, signature, pad):
 
 
 def test_description_travels_with_the_model(exported):
-    meta = export.read_metadata(exported[1])
+    meta = folders.read_metadata(exported[1])
     assert meta["nbands"] == 3 and meta["scale_factor"] == 4
     assert meta["scaling"] == {"lr_offset": [0.0] * 3, "lr_gain": [1e-3] * 3, "hr_offset": [0.0] * 3,
                                "hr_gain": [2e-3] * 3}
     assert meta["lr_stats"] == {"mean": [1.0, 2.0, 3.0]}
-    assert export.read_metadata(os.path.dirname(exported[1])) is None
+    assert folders.read_metadata(os.path.dirname(exported[1])) is None
 
 
 def test_existing_directory_or_a_parent_that_cannot_be_made_is_refused(exported, tmp_path):

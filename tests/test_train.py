@@ -25,7 +25,7 @@ from checkpoints import Checkpoints
 from cli import run_cli
 from demo import scene as demo_scene
 from errors import SR4RSError
-from export import read_metadata
+from folders import read_metadata
 from raster import open_raster, read_array
 from train import TrainOptions
 from trainer import TrainConfig, Trainer
