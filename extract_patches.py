@@ -23,6 +23,7 @@ from constants import SCALE
 from degradation import DEFAULT_MTF, DEGRADATIONS, Degradation, check_mtf, read_mirrored, to_image_type
 from errors import SR4RSError
 from logs import get_logger, setup_logging
+from products import MASKS, THEIA_REFLECTANCES, open_input
 from raster import (
     Grid,
     atomic_output,
@@ -319,8 +320,18 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lr", required=True, metavar="IMAGE",
-                   help="low-resolution image (any GDAL-readable raster); with --self_supervised, the image "
-                        "the pairs are made from (its own pixels are the HR side)")
+                   help="low-resolution image (any GDAL-readable raster, or a Sentinel-2 product as sr.py "
+                        "--input takes it); with --self_supervised, the image the pairs are made from (its "
+                        "own pixels are the HR side)")
+    product = p.add_argument_group("--lr as a Sentinel-2 product (read as sr.py --input reads it)")
+    product.add_argument("--lr_bands", metavar="LIST",
+                         help="bands of --lr in order: names (B4,B3,B2,B8, the default for a product) or, "
+                              "for a raster, band numbers (3,2,1) or descriptions (default: every band)")
+    product.add_argument("--lr_mask", type=str.upper, choices=MASKS,
+                         help="product pixels made nodata: SCL (ESA L2A) or CLM (THEIA)")
+    product.add_argument("--epsg", type=int, help="the CRS of an ESA product that covers several")
+    product.add_argument("--theia_reflectance", type=str.upper, choices=THEIA_REFLECTANCES, default="FRE",
+                         help="THEIA bands: FRE (default) or SRE")
     p.add_argument("--hr", metavar="IMAGE",
                    help="high-resolution image of the same area, same bands in the same order, pixel size "
                         "= LR pixel size / 4 on a grid aligned with the LR grid (else see --resample_hr); "
@@ -656,7 +667,7 @@ class Inputs:
 
 def _open_self_supervised(args: argparse.Namespace) -> Inputs:
     """Open the image of --self_supervised: it is the HR side; the LR side is it degraded and decimated."""
-    ds = open_raster(args.lr)
+    ds = open_raster(args.lr_path)
     hr = Grid.of(ds, args.lr)
     lr = Grid(hr.x0, hr.y0, hr.px * SCALE, hr.py * SCALE, hr.width // SCALE, hr.height // SCALE, hr.srs)
     if lr.width < 1 or lr.height < 1:
@@ -676,7 +687,7 @@ def _open_inputs(args: argparse.Namespace) -> Inputs:
     --self_supervised)."""
     if args.self_supervised:
         return _open_self_supervised(args)
-    lr_ds = open_raster(args.lr)
+    lr_ds = open_raster(args.lr_path)
     hr_ds = open_raster(args.hr)
     lr = Grid.of(lr_ds, args.lr)
     hr = Grid.of(hr_ds, args.hr)
@@ -821,7 +832,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(not args.quiet)
     centers = _check_args(args)
-    counts = extract(args, centers)
+    with open_input(args.lr, bands=args.lr_bands, mask=args.lr_mask, epsg=args.epsg,
+                    theia_reflectance=args.theia_reflectance) as image:
+        args.lr_path = image.path  # what GDAL reads: --lr, or the VRT of a product's bands
+        counts = extract(args, centers)
     logger.info("kept %d patches; skipped %s%s%s", counts["kept"], _skipped(counts),
                 f", {counts['no_geometry']} features without geometry" if counts["no_geometry"] else "",
                 f", {counts['not_examined']} not needed (--max_patches)" if counts["not_examined"] else "")

@@ -171,27 +171,6 @@ def _work_folder(workdir: str | None) -> str:
                          f"({err.strerror or err})") from None
 
 
-def carry_metadata(path: str, image: InputImage) -> None:
-    """Write an input's metadata (product, date, tile, offset...) and band names into an output GeoTIFF
-    made from it (e.g. sr.py's output); nothing for a plain raster.
-
-    Args:
-        path: the output, written and closed.
-        image: the input it was made from.
-    """
-    if not image.metadata:
-        return
-    ds = open_raster(path, update=True)
-    message = f"{path}: cannot write the input's metadata"
-    with gdal_errors(message):
-        ds.SetMetadata({**ds.GetMetadata(), **image.metadata})
-        if ds.RasterCount == len(image.bands):
-            for b, band_name in enumerate(image.bands, start=1):
-                if band_name:
-                    ds.GetRasterBand(b).SetDescription(band_name)
-    close_dataset(ds, message)
-
-
 def sentinel2_band_names(path: str) -> list[str] | None:
     """The band descriptions of a raster when they are all Sentinel-2 band names (e.g. an output of sr.py
     made from a product: B4, B3, B2, B8), else None: the default bands for reading its LR product (e.g.

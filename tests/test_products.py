@@ -280,19 +280,6 @@ def test_a_folder_or_zip_that_is_no_product_is_refused(tmp_path):
         products.open_input(str(tmp_path / "other.zip"))
 
 
-def test_carry_metadata_into_an_output(l2a, tmp_path):
-    with products.open_input(l2a[0], bands="B4,B8") as image:
-        out = write_raster(str(tmp_path / "sr.tif"), np.zeros((4, 4, 2), np.int16))
-        products.carry_metadata(out, image)
-    ds = open_raster(out)
-    assert ds.GetMetadata()["TILE_ID"] == "31TCJ" and ds.GetMetadata()["RADIOMETRIC_OFFSET"] == "-1000,-1000"
-    assert [ds.GetRasterBand(b).GetDescription() for b in (1, 2)] == ["B4", "B8"]
-    ds = None
-    # What evaluate.py --lr can read back: the bands of the LR product that made this output.
-    assert products.sentinel2_band_names(out) == ["B4", "B8"]
-    assert products.sentinel2_band_names(write_raster(str(tmp_path / "plain.tif"), np.zeros((2, 2)))) is None
-
-
 def test_normalize_band():
     assert [products.normalize_band(n) for n in ("B04", "b4", "B8a", "B12", " B08 ", "nir")] == \
         ["B4", "B4", "B8A", "B12", "B8", "nir"]

@@ -1,6 +1,7 @@
-"""sr.py on a Sentinel-2 product as downloaded (a tiny fake ESA L2A .SAFE): the bands reach the model in
-the model's order and in reflectance x 10000 without the BOA offset, masked and no-data pixels become
-output nodata, the output is on the product's grid and says where it comes from."""
+"""The commands on a Sentinel-2 product as downloaded (a tiny fake ESA L2A .SAFE). sr.py: the bands reach
+the model in the model's order and in reflectance x 10000 without the BOA offset, masked and no-data pixels
+become output nodata, the output is on the product's grid and says where it comes from. extract_patches.py:
+self-supervised pairs from the product, with its band names."""
 import json
 import os
 
@@ -12,9 +13,10 @@ from savedmodel_fixtures import nearest_export, nearest_x4
 from test_products import ORDER, expected
 
 import constants
+import extract_patches
 import sr
 from cli import run_cli
-from raster import nodata_value, open_raster, read_array
+from raster import band_descriptions, nodata_value, open_raster, read_array
 
 pytestmark = pytest.mark.skipif(gdal.GetDriverByName("JP2OpenJPEG") is None,
                                 reason="GDAL has no JP2OpenJPEG driver to write the fake ESA products")
@@ -66,3 +68,18 @@ def test_bands_by_name_and_unknown_names(product_and_model, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "B9" in err[0] and "B4" in err[0], err
     assert not os.path.exists(tmp_path / "x.tif")
+
+
+def test_self_supervised_patches_from_a_product_carry_its_band_names(tmp_path):
+    safe, bands = write_esa_product(str(tmp_path), shape=(16, 16), scl=np.full((8, 8), 4, np.uint8))
+    out_lr, out_hr = str(tmp_path / "lr_patches.tif"), str(tmp_path / "hr_patches.tif")
+    assert extract_patches.main(["--self_supervised", "--degradation", "mean", "--lr", safe,
+                                 "--lr_mask", "SCL", "--lr_patchsize", "2", "--step", "2", "--out_lr", out_lr,
+                                 "--out_hr", out_hr, "--quiet"]) == 0
+    image = expected(bands, ("B4", "B3", "B2", "B8"), -1000)  # DN 0 at (0, 0): its patch is skipped
+    hr = read_array(open_raster(out_hr)).reshape(3, 8, 8, 4)
+    np.testing.assert_array_equal(hr, [image[:8, 8:], image[8:, :8], image[8:, 8:]])
+    lr = read_array(open_raster(out_lr)).reshape(3, 2, 2, 4)
+    np.testing.assert_array_equal(lr[2], np.rint(image[8:, 8:].reshape(2, 4, 2, 4, 4).mean(axis=(1, 3))))
+    for path in (out_lr, out_hr):
+        assert band_descriptions(open_raster(path)) == ("B4", "B3", "B2", "B8")
