@@ -29,6 +29,7 @@ from cli import ArgumentParser, run_cli
 from errors import SR4RSError
 from logs import get_logger, setup_logging
 from metrics import SSIM_WINDOW, block_all, block_mean, mse, psnr_from_mse, rmse_per_band, sam, ssim_per_band
+from products import open_input, sentinel2_band_names
 from raster import (
     Grid,
     atomic_output,
@@ -592,7 +593,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sr", required=True, help="super-resolved image (the evaluation grid)")
     parser.add_argument("--ref", required=True,
                         help="reference HR image (resampled onto the SR grid if needed)")
-    parser.add_argument("--lr", help="LR input of the super-resolution: adds bicubic and LR consistency")
+    parser.add_argument("--lr", help="LR input of the super-resolution (a raster, or the Sentinel-2 product "
+                                     "sr.py read, in the band order of --sr's band names): adds bicubic and "
+                                     "LR consistency")
     parser.add_argument("--out", help="write the metrics to this JSON file")
     parser.add_argument("--png", help="write a side-by-side quicklook (bicubic | SR | HR) to this PNG file")
     parser.add_argument("--data_range", type=float,
@@ -612,8 +615,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     check_outputs({"--out": args.out, "--png": args.png},
                   {"--sr": args.sr, "--ref": args.ref, "--lr": args.lr})
-    result, arrays = evaluate_arrays(args.sr, args.ref, args.lr, args.data_range, args.nodata,
-                                     args.crop_border)
+    with ExitStack() as stack:
+        lr = None
+        if args.lr:  # a product is read as sr.py read it, in the bands of the SR image
+            lr = stack.enter_context(open_input(args.lr, default_bands=sentinel2_band_names(args.sr))).path
+        result, arrays = evaluate_arrays(args.sr, args.ref, lr, args.data_range, args.nodata,
+                                         args.crop_border)
+        result["lr"] = args.lr  # the user's input, not the VRT read
     print(format_table(result))
     write_outputs(result, arrays, args.out, args.png)
     for option, path in (("Metrics", args.out), ("Quicklook", args.png)):

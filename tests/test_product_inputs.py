@@ -13,6 +13,7 @@ from savedmodel_fixtures import nearest_export, nearest_x4
 from test_products import ORDER, expected
 
 import constants
+import evaluate
 import extract_patches
 import sr
 from cli import run_cli
@@ -54,6 +55,12 @@ def test_a_product_in_the_models_band_order_and_dynamic_with_masks_as_nodata(pro
     assert ds.GetGeoTransform() == (300000.0, 2.5, 0.0, 4900020.0, 0.0, -2.5)
     assert ds.GetMetadataItem("TILE_ID") == "31TCJ" and ds.GetMetadataItem("MASK").startswith("SCL")
     assert set(ORDER) == set(MODEL_BANDS)
+    # evaluate.py reads the product as sr.py did, in the SR image's band order
+    report = str(tmp_path / "metrics.json")
+    assert evaluate.main(["--sr", out, "--ref", out, "--lr", safe, "--out", report]) == 0
+    with open(report) as f:
+        result = json.load(f)
+    assert result["lr"] == safe and result["metrics"]["sr"]["lr_rmse"] == 0.0  # x4 nearest: exact
 
 
 def test_bands_by_name_and_unknown_names(product_and_model, tmp_path, capsys):
