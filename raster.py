@@ -406,13 +406,39 @@ def atomic_output(path: str) -> Iterator[str]:
         os.remove(real + ".aux.xml")  # statistics of the file this one replaced
 
 
-def check_creation_options(options: dict[str, str], gdal_type_code: int) -> None:
+@contextlib.contextmanager
+def cog_output(path: str, options: dict[str, str]) -> Iterator[str]:
+    """Yield the name of a temporary tiled GeoTIFF to write the whole output to; on success, copy it as a
+    Cloud Optimized GeoTIFF (GDAL's COG driver: tiles, overviews, metadata kept) to `path`, atomically;
+    the temporary file goes either way.
+
+    Args:
+        path: the COG to write.
+        options: the COG driver's creation options, KEY -> VALUE.
+    """
+    real = check_output_path(path)
+    folder, base = os.path.split(real)
+    stem = os.path.splitext(base)[0]
+    prefix = f".{stem}.{part_owner()}."  # a killed run's folder is removed as a stale part
+    with tempfile.TemporaryDirectory(prefix=prefix, suffix=".part", dir=folder) as scratch:
+        tiled = os.path.join(scratch, "tiled.tif")
+        yield tiled
+        message = f"{path}: writing the COG failed"
+        with atomic_output(path) as tmp:
+            with gdal_errors(message):
+                ds = gdal.Translate(tmp, tiled, format="COG",
+                                    creationOptions=[f"{key}={value}" for key, value in options.items()])
+            close_dataset(ds, message)
+
+
+def check_creation_options(options: dict[str, str], gdal_type_code: int, driver: str = "GTiff") -> None:
     """Refuse GeoTIFF creation options that GDAL does not know or rejects (before any long work: GDAL
     would only warn about them, or fail when the output is created).
 
     Args:
         options: KEY -> VALUE.
         gdal_type_code: the output's GDAL data type (e.g. PREDICTOR=3 needs a floating-point type).
+        driver: "GTiff", or "COG" (a Cloud Optimized GeoTIFF, made by copying a finished image).
     """
     problems: list[str] = []
 
@@ -423,8 +449,12 @@ def check_creation_options(options: dict[str, str], gdal_type_code: int) -> None
     path = f"/vsimem/check_creation_options_{id(problems)}.tif"
     gdal.PushErrorHandler(collect)
     try:
-        gdal.GetDriverByName("GTiff").Create(path, 1, 1, 1, gdal_type_code,
-                                             [f"{key}={value}" for key, value in options.items()])
+        items = [f"{key}={value}" for key, value in options.items()]
+        if driver == "COG":
+            gdal.GetDriverByName("COG").CreateCopy(
+                path, gdal.GetDriverByName("MEM").Create("", 1, 1, 1, gdal_type_code), options=items)
+        else:
+            gdal.GetDriverByName(driver).Create(path, 1, 1, 1, gdal_type_code, items)
     except RuntimeError:
         pass  # its message went to `collect`
     finally:
@@ -432,7 +462,8 @@ def check_creation_options(options: dict[str, str], gdal_type_code: int) -> None
         if gdal.VSIStatL(path) is not None:
             gdal.Unlink(path)
     if problems:
-        raise SR4RSError(f"bad GeoTIFF creation option: {problems[0].removeprefix(path + ': ')}")
+        kind = "COG" if driver == "COG" else "GeoTIFF"
+        raise SR4RSError(f"bad {kind} creation option: {problems[0].removeprefix(path + ': ')}")
 
 
 def read_sample(ds: gdal.Dataset, max_size: int = 512) -> np.ndarray:

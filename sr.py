@@ -9,6 +9,7 @@ can take the input (otb_engine.refusal), the built-in engine otherwise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -28,6 +29,7 @@ from products import MASKS, THEIA_REFLECTANCES, open_input
 from raster import (
     check_creation_options,
     check_outputs,
+    cog_output,
     gdal_type,
     nodata_value,
     numpy_dtype,
@@ -40,6 +42,7 @@ from raster import (
 logger = get_logger("sr")
 
 CREATION_OPTION_PREFIX = "gdal:co:"
+COG_OPTIONS = {"COMPRESS": "DEFLATE", "PREDICTOR": "YES", "BIGTIFF": "IF_SAFER"}  # --cog's defaults
 
 
 def build_parser() -> ArgumentParser:
@@ -87,6 +90,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--co", action="append", default=[], metavar="KEY=VALUE",
                         help="GeoTIFF creation option, repeatable (default: TILED=YES, COMPRESS=DEFLATE, "
                              "PREDICTOR, BIGTIFF=IF_SAFER)")
+    parser.add_argument("--cog", action="store_true",
+                        help="write a Cloud Optimized GeoTIFF (GDAL's COG driver: tiled, with overviews, "
+                             "readable by QGIS over HTTP); --co options then go to the COG driver (default: "
+                             "COMPRESS=DEFLATE, PREDICTOR=YES, BIGTIFF=IF_SAFER)")
     parser.add_argument("--batch", type=int, default=1,
                         help="tiles per model call, tf engine (default %(default)s): more can help on GPUs "
                              "with small tiles")
@@ -238,8 +245,11 @@ def super_resolve(args: argparse.Namespace, output: str, user_options: dict[str,
     """
     src = open_raster(input_path)
     out_type = gdal_type(args.encoding) if args.encoding != "auto" else src.GetRasterBand(1).DataType
-    options = creation_options(user_options, out_type, args.ts)
+    options = creation_options({} if args.cog else user_options, out_type, args.ts)
     check_creation_options(options, out_type)
+    cog = {**COG_OPTIONS, **user_options} if args.cog else None
+    if cog is not None:
+        check_creation_options(cog, out_type, "COG")
     nodata = args.nodata if args.nodata is not None else nodata_value(src)
     out_nodata = output_nodata(nodata, numpy_dtype(src), numpy_type_of(out_type))
     check_savedmodel(args.savedmodel)
@@ -257,9 +267,14 @@ def super_resolve(args: argparse.Namespace, output: str, user_options: dict[str,
         gdal_type=out_type, nodata=nodata, out_nodata=out_nodata,
         creation_options=options, fill=tuple(stats["mean"]), batch=args.batch, quiet=args.quiet)
     engine = choose_engine(args.engine, otb_engine.refusal(src, args.ts, args.pad, info.nbands is not None))
-    logger.info("%s -> %s with %s (engine %s, ts %s, pad %s, %s)", args.input, output, args.savedmodel,
-                engine, args.ts, args.pad, numpy_type_of(out_type))
-    (otb_engine.run if engine == "otb" else tiler.run)(settings)
+    logger.info("%s -> %s with %s (engine %s, ts %s, pad %s, %s%s)", args.input, output, args.savedmodel,
+                engine, args.ts, args.pad, numpy_type_of(out_type), ", COG" if cog is not None else "")
+    run = otb_engine.run if engine == "otb" else tiler.run
+    if cog is None:
+        run(settings)
+        return 0
+    with cog_output(output, cog) as tiled:  # the whole image first, then its COG copy
+        run(dataclasses.replace(settings, output=tiled))
     return 0
 
 

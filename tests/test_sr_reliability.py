@@ -223,3 +223,22 @@ def test_argument_input_output_and_model_mistakes_are_answered_before_tensorflow
         done = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True, text=True)
         assert done.stdout.split() == ["2", "False"], done.stderr
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+
+
+def test_cog_output_is_the_same_image_as_a_cloud_optimized_geotiff(tmp_path, nearest, capsys):
+    lr = np.random.default_rng(2).uniform(0, 1000, (40, 48)).astype(np.float32)
+    src = write_raster(str(tmp_path / "lr.tif"), lr, nodata=-1.0)
+    plain = run_sr("--input", src, "--savedmodel", nearest, "--output", str(tmp_path / "plain.tif"),
+                   "--engine", "tf")
+    cog_path = str(tmp_path / "cog.tif")
+    cog = run_sr("--input", src, "--savedmodel", nearest, "--output", cog_path, "--engine", "tf", "--cog",
+                 "--co", "BLOCKSIZE=128")
+    np.testing.assert_array_equal(cog, plain)
+    ds = open_raster(cog_path)
+    assert ds.GetMetadataItem("LAYOUT", "IMAGE_STRUCTURE") == "COG"
+    assert ds.GetRasterBand(1).GetBlockSize() == [128, 128] and ds.GetRasterBand(1).GetOverviewCount() >= 1
+    assert ds.GetRasterBand(1).GetNoDataValue() == -1.0
+    assert sorted(os.listdir(tmp_path)) == ["cog.tif", "lr.tif", "plain.tif"]
+    assert run_cli(sr.main, ["--input", src, "--savedmodel", nearest, "--output", str(tmp_path / "x.tif"),
+                             "--cog", "--co", "TILED=YES"]) == 2
+    assert "bad COG creation option" in capsys.readouterr().err
