@@ -145,7 +145,9 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(scene, tmp_path):
     assert err.strip().splitlines()[-1] == "terminated (SIGTERM)"
     assert not os.path.exists(tmp_path / "model")
     interrupted = checkpoint_numbers(str(tmp_path))[-1]  # ckpt-N: epoch N (0-based) was in progress
-    assert resume(scene, str(tmp_path)) == (interrupted, 0)  # it restarts the epoch in progress
+    epochs_done, code = resume(scene, str(tmp_path))  # it restarts the epoch in progress...
+    # ... or the next one when the signal came while the end of epoch N was being saved
+    assert interrupted <= epochs_done <= interrupted + 1 and code == 0
     assert os.path.isfile(tmp_path / "model" / "saved_model.pb")
 
 
