@@ -193,6 +193,7 @@ def test_train_from_python_exports_the_trained_generator_and_its_options(python_
     meta = read_metadata(result.savedmodel)
     assert meta["train_args"] == json.loads(json.dumps(dataclasses.asdict(options)))
     assert meta["train_args"]["trainer"]["losstype"] == "LSGAN" and meta["steps"] == result.steps
+    assert meta["bands"] == list(demo_scene.BANDS)  # the scene's band descriptions, through the patches
     signature = tf.saved_model.load(result.savedmodel).signatures[constants.SIGNATURE_KEY]
     lr = np.random.default_rng(1).uniform(0, 3000, (1, 20, 20, 4)).astype(np.float32)
     exported = signature(lr_input=tf.constant(lr))[constants.output_name(32)].numpy()
