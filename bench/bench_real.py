@@ -139,8 +139,10 @@ Wald protocol either way); the last quarter along its longer side is the test pa
 on (nor used to pick the weights); the rest is the training part (16-px LR patches every 8 px, 10% of
 them held out by position for validation, which picks the exported weights). Training: the recipe
 (README, "Recommended recipes"; scales 1 / the LR maximum, for the VGG loss only) for M minutes on the CPU
-(2 cores, nothing else running); then `sr.py` (built-in engine) on the test LR and `evaluate.py` against
-the test HR, with GDAL's bicubic upsampling of the same LR as the baseline. "minutes" is the budget
+(2 cores; nothing else at normal priority, but the 60-minute landsat run had test suites beside it at nice
+19, which lowered its step rate by up to a quarter at times: the steps column says what each run did);
+then `sr.py` (built-in engine) on the test LR and `evaluate.py` against the test HR, with GDAL's bicubic
+upsampling of the same LR as the baseline. "minutes" is the budget
 (`--time_limit`); "trained" the time the training took, less when the recipe's 1000 epochs end first (small
 images); "steps (exported)": the steps done and those of the exported weights (the best validation PSNR);
 "validating": share of the training time spent in validation.
