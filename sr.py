@@ -94,7 +94,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--precision", default="float32", choices=PRECISIONS,
                         help="built-in engine: float32 (default: the original's numbers, the same as the OTB "
                              "engine), bfloat16 (TensorFlow's oneDNN rewrite: several times faster on CPUs "
-                             "with AVX512-BF16 or AMX, within about 50 dB PSNR of float32, see README), or "
+                             "with AVX512-BF16 or AMX, slightly different values, see README), or "
                              "auto (bfloat16 where the CPU has it natively and no GPU is used)")
     parser.add_argument("--cog", action="store_true",
                         help="write a Cloud Optimized GeoTIFF (GDAL's COG driver: tiled, with overviews, "
