@@ -2,13 +2,13 @@
 no discriminator) over generator variants, some of which change network internals that train.py does not
 expose (pixel norm, equalized learning rate, loss scales, the HR pyramid), on network.py's layers.
 
-Data: a real image (default ../shared's Landsat 8 scene), LR by 4 x 4 averaging; random 16-px LR patches
+Data: a real image (--hr, e.g. a Landsat 8 scene), LR by 4 x 4 averaging; random 16-px LR patches
 (batch 16, flips/quarter-turns) from its left 3/4; every `--eval_every` steps the whole right quarter
 (never trained on) is super-resolved at once (borders mirrored) and compared with bicubic upsampling of
 the same LR (tf.image.resize, Keys a = -0.5). Results are step-based (the gain after N steps), so they do
 not depend on the machine's load.
 
-    .venv/bin/python bench/bench_explore.py VARIANT [VARIANT ...]   # names: --list
+    .venv/bin/python bench/bench_explore.py --hr IMAGE VARIANT [VARIANT ...]   # names: --list
 
 Prints one JSON line per variant (the gain curve); BENCHMARKS.md's "explore" section holds a run of all.
 """
@@ -34,7 +34,6 @@ from losses import real_pyramid  # noqa: E402
 from raster import open_raster, read_array  # noqa: E402
 from trainer import Adam  # noqa: E402
 
-LANDSAT = os.path.join(os.path.dirname(HERE), "shared", "data", "landsat8_rgb_30m.tif")
 MARGIN = 24  # LR pixels mirrored around the test part
 
 
@@ -180,13 +179,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variants", nargs="*", help="variant names (quoted)")
     p.add_argument("--list", action="store_true", help="list the variants")
-    p.add_argument("--hr", default=LANDSAT, help="the real image")
+    p.add_argument("--hr", help="the real image, required to run variants (BENCHMARKS.md: "
+                                "landsat8_rgb_30m.tif)")
     p.add_argument("--eval_every", type=int, default=500)
     p.add_argument("--steps", type=int, help="override the variants' step counts")
     args = p.parse_args()
     if args.list or not args.variants:
         print("\n".join(VARIANTS))
         return
+    if not args.hr:
+        p.error("--hr IMAGE is required to run variants")
     if len(args.variants) > 1:  # one process per variant (network.py's internals are patched)
         for name in args.variants:
             subprocess.run([sys.executable, __file__, name, "--hr", args.hr, "--eval_every",

@@ -2,7 +2,7 @@
 thing each, with the same time budget, through bench/bench_real.py's pipeline (LR by 4 x 4 averaging,
 training part / held-out test part, train.py, sr.py, evaluate.py against GDAL bicubic).
 
-    .venv/bin/python bench/bench_study.py [--hr IMAGE] [--minutes 3] [--only NAME ...]
+    .venv/bin/python bench/bench_study.py --hr IMAGE [--minutes 3] [--only NAME ...]
 
 Writes BENCHMARKS.md's "study" section.
 """
@@ -19,8 +19,6 @@ sys.path.insert(0, HERE)
 from bench.bench_real import run  # noqa: E402
 from bench.report import BENCHMARKS, machine, write_section  # noqa: E402
 from demo.recipes import CPU_RECIPE  # noqa: E402
-
-LANDSAT = os.path.join(os.path.dirname(HERE), "shared", "data", "landsat8_rgb_30m.tif")
 
 
 def changed(drop: tuple[str, ...] = (), **values: str) -> list[str]:
@@ -69,7 +67,7 @@ VARIANTS = {
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hr", default=LANDSAT, help="the real image (default: ../shared's Landsat 8 scene)")
+    p.add_argument("--hr", required=True, help="the real image (BENCHMARKS.md: landsat8_rgb_30m.tif)")
     p.add_argument("--minutes", type=float, default=3.0, help="training time per variant")
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), help="run these variants only")
     args = p.parse_args()
@@ -105,7 +103,8 @@ Recipe: `{" ".join(CPU_RECIPE)}`.
 |---|---|---|---|---|---|
 {chr(10).join(ordered)}
 
-Re-run: `.venv/bin/python bench/bench_study.py` (about {len(VARIANTS) * (minutes + 1):.0f} minutes;
+Re-run: `.venv/bin/python bench/bench_study.py --hr landsat8_rgb_30m.tif`
+(about {len(VARIANTS) * (minutes + 1):.0f} minutes;
 `--only NAME ...` re-runs some variants and keeps the other rows).
 """)
 
