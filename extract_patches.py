@@ -23,7 +23,7 @@ from constants import SCALE
 from degradation import DEFAULT_MTF, DEGRADATIONS, Degradation, check_mtf, read_mirrored, to_image_type
 from errors import SR4RSError
 from logs import get_logger, setup_logging
-from products import MASKS, THEIA_REFLECTANCES, open_input
+from products import add_product_options, open_input
 from raster import (
     Grid,
     atomic_output,
@@ -323,15 +323,7 @@ def build_parser() -> ArgumentParser:
                    help="low-resolution image (any GDAL-readable raster, or a Sentinel-2 product as sr.py "
                         "--input takes it); with --self_supervised, the image the pairs are made from (its "
                         "own pixels are the HR side)")
-    product = p.add_argument_group("--lr as a Sentinel-2 product (read as sr.py --input reads it)")
-    product.add_argument("--lr_bands", metavar="LIST",
-                         help="bands of --lr in order: names (B4,B3,B2,B8, the default for a product) or, "
-                              "for a raster, band numbers (3,2,1) or descriptions (default: every band)")
-    product.add_argument("--lr_mask", type=str.upper, choices=MASKS,
-                         help="product pixels made nodata: SCL (ESA L2A) or CLM (THEIA)")
-    product.add_argument("--epsg", type=int, help="the CRS of an ESA product that covers several")
-    product.add_argument("--theia_reflectance", type=str.upper, choices=THEIA_REFLECTANCES, default="FRE",
-                         help="THEIA bands: FRE (default) or SRE")
+    add_product_options(p, "--lr", "lr_", "B4,B3,B2,B8")
     p.add_argument("--hr", metavar="IMAGE",
                    help="high-resolution image of the same area, same bands in the same order, pixel size "
                         "= LR pixel size / 4 on a grid aligned with the LR grid (else see --resample_hr); "

@@ -14,6 +14,7 @@ docs/DESIGN.md, "Sentinel-2 products".
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -93,6 +94,29 @@ class InputImage:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def add_product_options(parser: argparse.ArgumentParser, input_option: str, prefix: str,
+                        default_bands: str) -> None:
+    """The options that read an input as a product or choose its bands, as one group: `--<prefix>bands`,
+    `--<prefix>mask`, `--epsg`, `--theia_reflectance` (the arguments of open_input).
+
+    Args:
+        parser: the command's parser.
+        input_option: the option of the input they apply to, e.g. "--input".
+        prefix: "" (sr.py --input) or "lr_" (extract_patches.py --lr).
+        default_bands: what the help says --<prefix>bands defaults to for a product.
+    """
+    group = parser.add_argument_group(f"Sentinel-2 products and band selection ({input_option})")
+    group.add_argument(f"--{prefix}bands", metavar="LIST",
+                       help="bands in order: names (B4,B3,B2,B8) or, for a raster, band numbers (3,2,1) or "
+                            f"descriptions (default: every band of a raster; for a product, {default_bands})")
+    group.add_argument(f"--{prefix}mask", type=str.upper, choices=MASKS,
+                       help="product pixels made nodata: SCL (ESA L2A scene classification: no data, "
+                            "saturated, cloud shadows, clouds, cirrus) or CLM (THEIA cloud mask and edges)")
+    group.add_argument("--epsg", type=int, help="the CRS of an ESA product that covers several")
+    group.add_argument("--theia_reflectance", type=str.upper, choices=THEIA_REFLECTANCES, default="FRE",
+                       help="THEIA bands: FRE (flat reflectance, default) or SRE (surface reflectance)")
 
 
 def open_input(name: str, bands: str | Sequence[str] | None = None, mask: str | None = None,

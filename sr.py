@@ -26,7 +26,7 @@ from inference_settings import InferenceSettings
 from logs import get_logger, native_start_up, quiet_libraries, setup_logging
 from otb_env import load_otb
 from precision import PRECISIONS, choose_precision, enable_bfloat16, tensorflow_sees_a_gpu
-from products import MASKS, THEIA_REFLECTANCES, open_input
+from products import add_product_options, open_input
 from raster import (
     check_creation_options,
     check_outputs,
@@ -55,17 +55,8 @@ def build_parser() -> ArgumentParser:
                              "LR patches the model was trained on; or a Sentinel-2 product: ESA L2A/L1C "
                              "(.SAFE folder, .zip or MTD_MSIL*.xml; 10 m bands, reflectance x 10000 without "
                              "the BOA/radiometric offset) or THEIA L2A (folder or .zip)")
-    product = parser.add_argument_group("Sentinel-2 products (and band selection)")
-    product.add_argument("--bands", metavar="LIST",
-                         help="bands in order: names (B4,B3,B2,B8) or, for a raster, band numbers (3,2,1) or "
-                              "descriptions (default: every band of a raster; for a product, the model's "
-                              "bands (sr4rs.json), else B4,B3,B2,B8 as the original SR4RS)")
-    product.add_argument("--mask", type=str.upper, choices=MASKS,
-                         help="product pixels made nodata: SCL (ESA L2A scene classification: no data, "
-                              "saturated, cloud shadows, clouds, cirrus) or CLM (THEIA cloud mask and edges)")
-    product.add_argument("--epsg", type=int, help="the CRS of an ESA product that covers several")
-    product.add_argument("--theia_reflectance", type=str.upper, choices=THEIA_REFLECTANCES, default="FRE",
-                         help="THEIA bands: FRE (flat reflectance, default) or SRE (surface reflectance)")
+    add_product_options(parser, "--input", "",
+                        "the model's bands (sr4rs.json), else B4,B3,B2,B8 as the original SR4RS")
     parser.add_argument("--savedmodel", required=True, help="SavedModel directory")
     parser.add_argument("--output", required=True,
                         help="output HR GeoTIFF; OTB extended filenames work: out.tif?&gdal:co:COMPRESS=ZSTD")
