@@ -10,7 +10,7 @@
 # - numpy and tqdm: `pip install ... tqdm ... numpy ...` in its base stage; `python` -> python3;
 # - OTB's otbApplication binding and the OTBTF applications (PATH, PYTHONPATH, OTB_APPLICATION_PATH set);
 # - default user otbuser (UID 1000), default workdir /home/otbuser.
-# So nothing is installed here: requirements.txt's tensorflow-cpu/tensorboard/pytest/ruff are for plain
+# So only Dask is installed here: requirements.txt's tensorflow-cpu/tensorboard/pytest/ruff are for plain
 # machines (TensorBoard comes with the image's TensorFlow). The RUN below fails the build if one is missing.
 # The project's tests (the OTB ones aside) pass with TensorFlow 2.14.1 and numpy 1.26; another OTBTF GPU
 # tag >= 4.0 (TensorFlow >= 2.12) can be tried: docker build --build-arg OTBTF_TAG=4.2.2-gpu -t sr4rs .
@@ -22,8 +22,14 @@ WORKDIR /opt/sr4rs
 COPY *.py requirements.txt README.md Makefile ./
 COPY demo/ demo/
 COPY scripts/ scripts/
-RUN python -c "import tqdm, numpy, tensorflow, otbApplication; from osgeo import gdal, gdal_array; \
-import train, sr, extract_patches, evaluate, demo.run, demo.scene"
+# Dask (sr.py --workers / --scheduler) is the one dependency the OTBTF image lacks: installed for every user,
+# the versions of what the image has frozen (pip fails rather than change them).
+USER root
+RUN python -m pip freeze > /tmp/image.txt && \
+    python -m pip install --no-cache-dir -c /tmp/image.txt "dask[distributed]==2026.8.0" && rm /tmp/image.txt
+USER otbuser
+RUN python -c "import tqdm, numpy, tensorflow, otbApplication, dask.distributed; \
+from osgeo import gdal, gdal_array; import train, sr, extract_patches, evaluate, region, demo.run, demo.scene"
 
 # Build, then run the tools on data in the current folder, mounted at /data (the image runs as otbuser,
 # UID 1000: if yours differs, add -u "$(id -u):$(id -g)" so that the results are yours and writable):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -19,19 +20,22 @@ import numpy as np
 
 import constants
 import otb_engine
+import region as region_module
 from cli import ArgumentParser, run_cli
 from errors import SR4RSError
 from folders import check_savedmodel, read_metadata
 from inference_settings import InferenceSettings
+from inputs import expand_inputs, open_inputs
 from logs import get_logger, native_start_up, quiet_libraries, setup_logging
 from otb_env import load_otb
 from precision import PRECISIONS, choose_precision, enable_bfloat16, tensorflow_sees_a_gpu
-from products import add_product_options, open_input
+from products import add_product_options
 from raster import (
     check_creation_options,
     check_outputs,
     cog_output,
     gdal_type,
+    is_plain_path,
     nodata_value,
     numpy_dtype,
     numpy_type_of,
@@ -50,11 +54,12 @@ def build_parser() -> ArgumentParser:
     """The command line of sr.py."""
     parser = ArgumentParser(
         description="Generate a fake HR image (4x the pixels) from a LR image with an SR4RS SavedModel.")
-    parser.add_argument("--input", required=True,
+    parser.add_argument("--input", required=True, nargs="+", metavar="INPUT",
                         help="input LR image (any GDAL raster or dataset name), in the same dynamic as the "
                              "LR patches the model was trained on; or a Sentinel-2 product: ESA L2A/L1C "
                              "(.SAFE folder, .zip or MTD_MSIL*.xml; 10 m bands, reflectance x 10000 without "
-                             "the BOA/radiometric offset) or THEIA L2A (folder or .zip)")
+                             "the BOA/radiometric offset) or THEIA L2A (folder or .zip). Several inputs or "
+                             "glob patterns ('tiles/*.tif') are mosaicked: same CRS, pixel size and grid")
     add_product_options(parser, "--input", "",
                         "the model's bands (sr4rs.json), else B4,B3,B2,B8 as the original SR4RS")
     parser.add_argument("--savedmodel", required=True, help="SavedModel directory")
@@ -94,6 +99,17 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--batch", type=int, default=1,
                         help="tiles per model call, tf engine (default %(default)s): more can help on GPUs "
                              "with small tiles")
+    region = parser.add_argument_group("large regions on a Dask cluster (built-in engine)")
+    region.add_argument("--workers", type=int, metavar="N",
+                        help="compute the output in parts on a local Dask cluster of N worker processes "
+                             "(the cores are shared between them), resumable: a rerun computes only the "
+                             "missing parts (in <output>.parts/)")
+    region.add_argument("--scheduler", metavar="ADDRESS",
+                        help="the same on a running Dask cluster, e.g. tcp://10.0.0.1:8786 (dask-jobqueue, "
+                             "dask-kubernetes...): its workers need SR4RS and a shared file system")
+    region.add_argument("--part_size", type=int, default=region_module.DEFAULT_PART_SIZE, metavar="PIXELS",
+                        help="HR pixels a side of a part, rounded up to whole tiles (default "
+                             "%(default)s); an output named *.vrt is the VRT of the parts, which are kept")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar; SR4RS's warnings and errors only, TensorFlow's and OTB's "
                              "errors only")
@@ -184,6 +200,20 @@ def check_arguments(args: argparse.Namespace) -> None:
                          f"--ts {max(constants.SCALE, args.ts // constants.SCALE * constants.SCALE)}")
     if args.batch < 1:
         raise SR4RSError(f"--batch {args.batch}: give at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise SR4RSError(f"--workers {args.workers}: give at least 1")
+    if args.workers is not None and args.scheduler:
+        raise SR4RSError("--workers starts a local Dask cluster, --scheduler uses a running one: give one")
+    if args.part_size < 1:
+        raise SR4RSError(f"--part_size {args.part_size}: give a positive number of HR pixels")
+    distributed = args.workers is not None or bool(args.scheduler)
+    if distributed and args.engine == "otb":
+        raise SR4RSError("--workers and --scheduler run the built-in engine: use --engine tf (or auto)")
+    if args.output.lower().endswith(".vrt") and not distributed:
+        raise SR4RSError(f"--output {args.output}: a VRT output is the VRT of the parts that --workers or "
+                         "--scheduler compute; give a .tif name, or one of those options")
+    if args.output.lower().endswith(".vrt") and args.cog:
+        raise SR4RSError(f"--output {args.output}: --cog writes a GeoTIFF: give a .tif name")
 
 
 def choose_engine(name: str, otb_refusal: str | None) -> str:
@@ -223,11 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extended:
         logger.warning("extended filename options other than gdal:co: are ignored: %s", "&".join(extended))
     user_options.update(parse_co(args.co))
-    check_outputs({"--output": output}, {"--input": args.input})
+    inputs = expand_inputs(args.input)
+    check_outputs({"--output": output}, {f"--input {name}": name for name in inputs})
     model = (read_metadata(args.savedmodel) if os.path.isdir(args.savedmodel) else None) or {}
-    with open_input(args.input, bands=args.bands, mask=args.mask, epsg=args.epsg,
-                    theia_reflectance=args.theia_reflectance, default_bands=model.get("bands")) as image:
-        return super_resolve(args, output, user_options, image.path)
+    distributed = args.workers is not None or bool(args.scheduler)
+    workdir = region_module.inputs_folder(output) if distributed else None
+    with open_inputs(inputs, workdir, bands=args.bands, mask=args.mask, epsg=args.epsg,
+                     theia_reflectance=args.theia_reflectance, default_bands=model.get("bands")) as path:
+        return super_resolve(args, output, user_options, path)
 
 
 def super_resolve(args: argparse.Namespace, output: str, user_options: dict[str, str],
@@ -263,20 +296,45 @@ def super_resolve(args: argparse.Namespace, output: str, user_options: dict[str,
         input=input_path, savedmodel=args.savedmodel, output=output, ts=args.ts, pad=args.pad,
         gdal_type=out_type, nodata=nodata, out_nodata=out_nodata,
         creation_options=options, fill=tuple(stats["mean"]), batch=args.batch, quiet=args.quiet)
-    engine = choose_engine(args.engine, otb_engine.refusal(src, args.ts, args.pad, info.nbands is not None))
+    cluster = None
+    if args.workers is not None or args.scheduler:
+        engine = "tf"
+        settings = dataclasses.replace(settings, input=absolute(input_path), output=os.path.abspath(output),
+                                       savedmodel=os.path.abspath(args.savedmodel))
+        cluster = region_module.ClusterOptions(args.workers, args.scheduler, args.part_size)
+    else:
+        refusal = otb_engine.refusal(src, args.ts, args.pad, info.nbands is not None)
+        engine = choose_engine(args.engine, refusal)
     precision = choose_precision(args.precision, engine, tensorflow_sees_a_gpu())
     if precision == "bfloat16":
         enable_bfloat16()
-    logger.info("%s -> %s with %s (engine %s, ts %s, pad %s, %s, %s%s)", args.input, output,
+    logger.info("%s -> %s with %s (engine %s, ts %s, pad %s, %s, %s%s%s)", " ".join(args.input), output,
                 args.savedmodel, engine, args.ts, args.pad, precision, numpy_type_of(out_type),
-                ", COG" if cog is not None else "")
-    run = otb_engine.run if engine == "otb" else tiler.run
+                ", COG" if cog is not None else "", "" if cluster is None else ", on Dask")
+    if cluster is not None:
+        cluster = dataclasses.replace(cluster, precision=precision)
+        run = functools.partial(region_module.run, options=cluster)
+    else:
+        run = otb_engine.run if engine == "otb" else tiler.run
     if cog is None:
         run(settings)
         return 0
     with cog_output(output, cog) as tiled:  # the whole image first, then its COG copy
-        run(dataclasses.replace(settings, output=tiled))
+        if cluster is None:
+            run(dataclasses.replace(settings, output=tiled))
+        else:  # the parts folder and the messages name the output; the parts are assembled into `tiled`
+            run(settings, target=tiled)
     return 0
+
+
+def absolute(name: str) -> str:
+    """A GDAL dataset name that a Dask worker can open whatever its working directory: a file's absolute
+    path, other names (/vsizip/..., subdatasets) unchanged.
+
+    Args:
+        name: a GDAL dataset name.
+    """
+    return os.path.abspath(name) if is_plain_path(name) else name
 
 
 if __name__ == "__main__":

@@ -122,11 +122,30 @@ class TileGrid:
         """LR pixels added on every side of a tile's own LR pixels: pad/4."""
         return self.pad // constants.SCALE
 
-    def tiles(self) -> list[Tile]:
-        """The tiles, row by row, covering every output pixel once."""
+    def tiles(self, area: Tile | None = None) -> list[Tile]:
+        """The tiles, row by row, covering every output pixel once.
+
+        Args:
+            area: only the tiles of this part of the output (one of parts()); None: all of them.
+        """
         tw, th = self.tile_width, self.tile_height
+        x0, y0, x1, y1 = (0, 0, self.width, self.height) if area is None else \
+            (area.x, area.y, area.x + area.width, area.y + area.height)
         return [Tile(x, y, min(tw, self.width - x), min(th, self.height - y))
-                for y in range(0, self.height, th) for x in range(0, self.width, tw)]
+                for y in range(y0, y1, th) for x in range(x0, x1, tw)]
+
+    def parts(self, size: int) -> list[Tile]:
+        """The output cut into parts of whole tiles, row by row: rectangles of about `size` HR pixels a
+        side (rounded up to whole tiles, cropped to the image), which tiles(part) computes exactly as the
+        whole image's run does.
+
+        Args:
+            size: HR pixels a side.
+        """
+        pw = -(-max(size, 1) // self.tile_width) * self.tile_width
+        ph = -(-max(size, 1) // self.tile_height) * self.tile_height
+        return [Tile(x, y, min(pw, self.width - x), min(ph, self.height - y))
+                for y in range(0, self.height, ph) for x in range(0, self.width, pw)]
 
     def window(self, tile: Tile) -> Window:
         """The LR window a tile is computed from: its own LR pixels and `margin` more on every side.

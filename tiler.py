@@ -46,14 +46,17 @@ class _Job:
 
     Args:
         src: the input image.
-        dst: the output being written.
+        dst: the output being written: the whole image, or the part `area` of it.
         settings: the run's settings.
+        area: the part of the output `dst` holds (one of TileGrid.parts()); None: the whole output.
     """
 
-    def __init__(self, src: gdal.Dataset, dst: gdal.Dataset, settings: InferenceSettings):
+    def __init__(self, src: gdal.Dataset, dst: gdal.Dataset, settings: InferenceSettings,
+                 area: Tile | None = None):
         self.src, self.dst, self.s = src, dst, settings
         self.grid = TileGrid(src.RasterXSize, src.RasterYSize, settings.ts, settings.pad)
-        self.tiles = self.grid.tiles()
+        self.tiles = self.grid.tiles(area)
+        self.origin = (0, 0) if area is None else (area.x, area.y)
         self.dtype = numpy_type_of(settings.gdal_type)
         self.unmarked_invalid = False
 
@@ -73,7 +76,8 @@ class _Job:
             ok = hr_mask(own, tile)
             self.unmarked_invalid |= self.s.out_nodata is None and not ok.all()
             encoded = to_encoding(tile.crop(pixels), ok, self.dtype, self.s.out_nodata)
-            write_window(self.dst, encoded, tile.x, tile.y, f"{self.s.output}: writing failed")
+            write_window(self.dst, encoded, tile.x - self.origin[0], tile.y - self.origin[1],
+                         f"{self.s.output}: writing failed")
 
     def close(self) -> None:
         """Flush and close the output, even when the flush fails (a full disk gives one error, not a
@@ -87,18 +91,24 @@ class _Job:
             close_dataset(dst, message)
 
 
-def create_output(path: str, src: gdal.Dataset, settings: InferenceSettings) -> gdal.Dataset:
-    """The output GeoTIFF: 4 times the input's pixels over the same extent, same CRS and band metadata.
+def create_output(path: str, src: gdal.Dataset, settings: InferenceSettings,
+                  area: Tile | None = None) -> gdal.Dataset:
+    """The output GeoTIFF: 4 times the input's pixels over the same extent (or the part `area` of it),
+    same CRS and band metadata.
 
     Args:
         path: the file to create.
         src: the input image.
         settings: output type, nodata, creation options.
+        area: the part of the output to create (HR pixels); None: all of it.
     """
     gt, k = src.GetGeoTransform(can_return_null=True), constants.SCALE
+    if area is None:
+        area = Tile(0, 0, k * src.RasterXSize, k * src.RasterYSize)
     # an input without georeferencing gives an output without
-    hr_gt = None if gt is None else (gt[0], gt[1] / k, gt[2] / k, gt[3], gt[4] / k, gt[5] / k)
-    return create_geotiff(path, src, (k * src.RasterXSize, k * src.RasterYSize), settings.gdal_type,
+    hr_gt = None if gt is None else (gt[0] + (area.x * gt[1] + area.y * gt[2]) / k, gt[1] / k, gt[2] / k,
+                                     gt[3] + (area.x * gt[4] + area.y * gt[5]) / k, gt[4] / k, gt[5] / k)
+    return create_geotiff(path, src, (area.width, area.height), settings.gdal_type,
                           settings.creation_options, hr_gt, settings.out_nodata)
 
 
@@ -123,6 +133,29 @@ def _pipeline(job: _Job, signature: Signature, progress: tqdm.tqdm) -> float:
         for pending in writes:
             pending.result()
     return done
+
+
+def write_part(settings: InferenceSettings, signature: Signature, area: Tile, path: str) -> bool:
+    """Super-resolve one part of the output into its own GeoTIFF `path` (written under a temporary name,
+    renamed on success), with exactly the values the whole image's run gives there.
+
+    Args:
+        settings: the run's settings (its `output` names the whole output, for messages).
+        signature: the loaded model.
+        area: the part, one of TileGrid.parts().
+        path: the part's file.
+
+    Returns:
+        whether some invalid input pixels could not be marked as nodata (see UNMARKED_INVALID).
+    """
+    src = open_raster(settings.input)
+    with atomic_output(path) as tmp:
+        job = _Job(src, create_output(tmp, src, settings, area), settings, area)
+        try:
+            _pipeline(job, signature, tqdm.tqdm(disable=True))
+        finally:
+            job.close()
+    return job.unmarked_invalid
 
 
 def run(settings: InferenceSettings) -> None:

@@ -311,7 +311,9 @@ def main_source(root: str, path: str) -> str | None:
 
 def reinstalls(run: str, pins: dict[str, str]) -> list[str]:
     """Problems of the install commands of a RUN line: a package the OTBTF image already has, a
-    requirements file, a pip install without --no-deps or not pinned as in requirements.txt."""
+    requirements file, a pip install not pinned as in requirements.txt, or free to change the image's
+    packages: neither --no-deps nor constrained (-c FILE) to the versions `pip freeze > FILE` listed in the
+    same RUN line."""
     lexer = shlex.shlex(run, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     commands, current = [], []
@@ -344,15 +346,18 @@ def reinstalls(run: str, pins: dict[str, str]) -> list[str]:
                 problems.append(f"{pkg}: not pinned")
             elif pip and name in pins and pkg.split("==")[1] != pins[name]:
                 problems.append(f"{pkg}: requirements.txt pins {name}=={pins[name]}")
-        if pip and packages and "--no-deps" not in args:
-            problems.append(f"{' '.join(cmd)}: pip install without --no-deps")
+        constraints = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-c", "--constraint")]
+        frozen = any(re.search(rf"pip freeze\s*>\s*{re.escape(c)}(\s|$)", run) for c in constraints)
+        if pip and packages and "--no-deps" not in args and not frozen:
+            problems.append(f"{' '.join(cmd)}: pip install without --no-deps or the image's versions frozen")
     return problems
 
 
 def requirement_pins() -> dict[str, str]:
     with open(os.path.join(ROOT, "requirements.txt")) as f:
         lines = [s.split("#")[0].strip() for s in f]
-    return {s.split("==")[0].lower().replace("_", "-"): s.split("==")[1] for s in lines if "==" in s}
+    return {s.split("==")[0].split("[")[0].lower().replace("_", "-"): s.split("==")[1]
+            for s in lines if "==" in s}
 
 
 # ---------------------------------------------------------------- the project's files
@@ -538,6 +543,9 @@ def test_nothing_the_image_has_is_installed_again(dockerfile: str) -> None:
     ("pip install tqdm==4.67.1", True),
     ("pip install --no-deps tqdm==4.0.0", True),
     ("pip install --no-deps tqdm==4.67.1", False),
+    ("pip freeze > /tmp/c.txt && pip install -c /tmp/c.txt tqdm==4.67.1", False),
+    ("pip freeze > /tmp/c.txt && pip install -c /tmp/other.txt tqdm==4.67.1", True),
+    ("pip install -c /tmp/c.txt tqdm==4.67.1", True),
     ('python -c "import tensorflow; import numpy" && echo install', False),
 ])
 def test_reinstall_detection(run: str, flagged: bool) -> None:

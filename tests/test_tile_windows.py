@@ -71,6 +71,24 @@ def test_tiles_cover_every_output_pixel_once(grid):
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=str)
+def test_parts_are_whole_tiles_and_cover_the_output_once(grid):
+    """region.py's parts: each part's tiles are the whole grid's tiles in it, and they add up to all tiles."""
+    size = 2 * grid.tile_width + 1  # three tiles a side, except at the edges
+    parts, tiles = grid.parts(size), []
+    count = np.zeros((grid.height, grid.width), int)
+    for part in parts:
+        count[region(part)] += 1
+        assert part.x % grid.tile_width == 0 and part.y % grid.tile_height == 0
+        assert part.width >= min(size, grid.width - part.x) and part.height >= min(size, grid.height - part.y)
+        inside = grid.tiles(part)
+        assert all(part.x <= tile.x < part.x + part.width and part.y <= tile.y < part.y + part.height
+                   for tile in inside)
+        tiles += inside
+    assert (count == 1).all()
+    assert sorted(tiles, key=lambda t: (t.y, t.x)) == grid.tiles()
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=str)
 def test_each_window_is_centred_on_its_tile_with_a_pad_margin(grid):
     for tile in grid.tiles():
         w = grid.window(tile)
