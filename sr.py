@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+from osgeo import gdal
 
 import constants
 import otb_engine
@@ -43,6 +44,7 @@ from raster import (
     read_sample,
     valid_mask,
 )
+from tile_memory import MEMORY_SHARE, auto_tile_size, available_memory, hr_channels, parse_memory, tile_bytes
 
 logger = get_logger("sr")
 
@@ -65,9 +67,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--savedmodel", required=True, help="SavedModel directory")
     parser.add_argument("--output", required=True,
                         help="output HR GeoTIFF; OTB extended filenames work: out.tif?&gdal:co:COMPRESS=ZSTD")
-    parser.add_argument("--ts", type=int, default=512,
+    parser.add_argument("--ts", type=tile_size, default=512,
                         help="tile size in HR pixels, a multiple of 4 (default %(default)s): larger is "
-                             "faster and needs more memory")
+                             "faster and needs more memory; auto: the largest multiple of 64 that fits "
+                             "--max_memory (an estimate from the model's width)")
+    parser.add_argument("--max_memory", type=parse_memory, metavar="SIZE",
+                        help="memory for --ts auto, e.g. 8G or 500M (default: half of the available "
+                             "memory; with --workers N, shared between the workers)")
     parser.add_argument("--pad", type=int, default=64, choices=constants.PADS,
                         help="margin in HR pixels computed around each tile and dropped, i.e. the model "
                              "output output_<pad> (default %(default)s); must cover the model's receptive "
@@ -194,7 +200,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     Args:
         args: the parsed command line.
     """
-    if args.ts <= 0 or (args.ts + 2 * args.pad) % constants.SCALE:
+    if args.max_memory is not None and args.ts != "auto":
+        logger.warning("--max_memory only chooses the tile size of --ts auto: ignored with --ts %s", args.ts)
+    if args.ts != "auto" and (args.ts <= 0 or (args.ts + 2 * args.pad) % constants.SCALE):
         raise SR4RSError(f"--ts {args.ts}: ts + 2*pad must be a positive multiple of {constants.SCALE} "
                          f"(the LR window is (ts + 2*pad)/{constants.SCALE} pixels): use e.g. "
                          f"--ts {max(constants.SCALE, args.ts // constants.SCALE * constants.SCALE)}")
@@ -260,11 +268,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = region_module.inputs_folder(output) if distributed else None
     with open_inputs(inputs, workdir, bands=args.bands, mask=args.mask, epsg=args.epsg,
                      theia_reflectance=args.theia_reflectance, default_bands=model.get("bands")) as path:
-        return super_resolve(args, output, user_options, path)
+        return super_resolve(args, output, user_options, path, model)
+
+
+def tile_size(text: str) -> int | str:
+    """--ts: a number of HR pixels, or "auto".
+
+    Args:
+        text: the option's value.
+    """
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of HR pixels or auto, not {text!r}") from None
+
+
+def choose_tile_size(args: argparse.Namespace, model: dict, src: gdal.Dataset) -> int:
+    """The tile size: --ts, or for --ts auto the largest that fits --max_memory (tile_memory.py).
+
+    Args:
+        args: the parsed arguments.
+        model: the SavedModel's sr4rs.json ({} when it has none).
+        src: the input image.
+    """
+    if args.ts != "auto":
+        return args.ts
+    budget = args.max_memory or int(available_memory() * MEMORY_SHARE)
+    per_process = budget // (args.workers or 1)
+    ts = auto_tile_size(per_process, args.pad, args.batch, model,
+                        constants.SCALE * max(src.RasterXSize, src.RasterYSize))
+    logger.info("--ts auto: %s (about %.1f GB per process, of %.1f GB)", ts,
+                tile_bytes(ts, args.pad, args.batch, hr_channels(model)) / 2 ** 30, budget / 2 ** 30)
+    return ts
 
 
 def super_resolve(args: argparse.Namespace, output: str, user_options: dict[str, str],
-                  input_path: str) -> int:
+                  input_path: str, model: dict) -> int:
     """The work of sr.py once its arguments are checked.
 
     Args:
@@ -272,8 +313,10 @@ def super_resolve(args: argparse.Namespace, output: str, user_options: dict[str,
         output: the output file (extended filename options removed).
         user_options: the user's creation options.
         input_path: what GDAL opens: the input, or the VRT of a product's bands (products.open_input).
+        model: the SavedModel's sr4rs.json ({} when it has none).
     """
     src = open_raster(input_path)
+    args.ts = choose_tile_size(args, model, src)
     out_type = gdal_type(args.encoding) if args.encoding != "auto" else src.GetRasterBand(1).DataType
     options = creation_options({} if args.cog else user_options, out_type, args.ts)
     check_creation_options(options, out_type)
