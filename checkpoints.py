@@ -3,7 +3,9 @@ folder, resuming (refused when a setting that shapes the model differs), and loa
 original SR4RS (TF1) checkpoint.
 
 A checkpoint holds the trainer's state (`Trainer.checkpointed`: networks, optimisers, float16 loss
-scale) under `trainer/`, and the run's epoch, step, name and settings.
+scale) under `trainer/`, and the run's epoch, step, name and settings. With several machines, only the
+chief writes in the run's folder; the other workers save as well (as TensorFlow's multi-worker pattern
+asks) but into a scratch folder of their own.
 """
 from __future__ import annotations
 
@@ -49,9 +51,11 @@ class Checkpoints:
         trainer: the trainer to save and restore.
         save_ckpt: the checkpoints directory (ending with a separator), or directory/prefix.
         name: the run name (a resumed run takes its checkpoint's).
+        scratch: write there instead of the run's folder, keeping only the last checkpoint and the best
+            one (a worker other than the chief; the caller removes the folder); None: the run's folder.
     """
 
-    def __init__(self, trainer: Trainer, save_ckpt: str, name: str):
+    def __init__(self, trainer: Trainer, save_ckpt: str, name: str, scratch: str | None = None):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.trainer = trainer
@@ -68,6 +72,7 @@ class Checkpoints:
                                                validation=self.validation, best=self.best)
         self._manager: tf.train.CheckpointManager | None = None
         self._best_manager: tf.train.CheckpointManager | None = None
+        self._scratch = scratch
 
     @property
     def name(self) -> str:
@@ -78,6 +83,11 @@ class Checkpoints:
     def directory(self) -> str:
         """The run's checkpoint folder."""
         return checkpoint_location(self.save_ckpt, self.name)
+
+    @property
+    def _folder(self) -> str:
+        """Where this process writes its checkpoints: the run's folder, or its scratch folder."""
+        return self.directory if self._scratch is None else self._scratch
 
     def _current_settings(self) -> dict[str, object]:
         settings = {key: getattr(self.trainer.config, key) for key in RESUME_SETTINGS}
@@ -146,22 +156,22 @@ class Checkpoints:
             number: the checkpoint number (ckpt-<number>).
         """
         if self._manager is None:
-            os.makedirs(self.directory, exist_ok=True)
-            self._manager = tf.train.CheckpointManager(self._checkpoint, self.directory,
-                                                       max_to_keep=MAX_TO_KEEP)
+            os.makedirs(self._folder, exist_ok=True)
+            keep = MAX_TO_KEEP if self._scratch is None else 1
+            self._manager = tf.train.CheckpointManager(self._checkpoint, self._folder, max_to_keep=keep)
         return self._manager.save(checkpoint_number=number)
 
     def save_best(self) -> str:
         """Write the current state as the run's best checkpoint (BEST_DIR, replacing the previous one);
         its prefix."""
         if self._best_manager is None:
-            folder = os.path.join(self.directory, BEST_DIR)
+            folder = os.path.join(self._folder, BEST_DIR)
             self._best_manager = tf.train.CheckpointManager(self._checkpoint, folder, max_to_keep=1)
         return self._best_manager.save(checkpoint_number=int(self.epoch))
 
     def restore_best(self) -> str | None:
         """Go back to the run's best checkpoint, if there is one; its prefix (None: nothing done)."""
-        best = tf.train.latest_checkpoint(os.path.join(self.directory, BEST_DIR))
+        best = tf.train.latest_checkpoint(os.path.join(self._folder, BEST_DIR))
         if best is not None:
             self._checkpoint.restore(best).assert_existing_objects_matched()
         return best

@@ -1,11 +1,16 @@
 """The epoch loop of a training run (`Fit`): the steps of each phase with a progress bar, losses and
 previews in TensorBoard, validation against bicubic with the best checkpoint kept and early stopping,
 the time limit, a checkpoint at each epoch's end and on Ctrl-C; and which weights get exported.
+
+With several machines every worker runs this loop, and their collective operations (each step's, each
+checkpoint's) must pair up: whatever a worker would decide from its own clock or scores (time limit,
+validation due, best PSNR) is the chief's decision on all of them (`Trainer.from_chief`).
 """
 from __future__ import annotations
 
 import json
 import math
+import secrets
 from collections.abc import Callable
 from time import monotonic, perf_counter
 from typing import TYPE_CHECKING
@@ -76,15 +81,29 @@ class Fit:
 
     @property
     def out_of_time(self) -> bool:
-        """Whether the time limit is reached."""
-        return monotonic() >= self.deadline
+        """Whether the time limit is reached (by the chief's clock: every worker must stop at the same
+        step)."""
+        if self.deadline == math.inf:
+            return False
+        return bool(self.trainer.from_chief(monotonic() >= self.deadline))
+
+    def shuffling_seed(self) -> int | None:
+        """The seed of the patches' order: --seed; with several machines and no --seed, one the chief
+        draws, since every worker must cut the same global batches (each takes its share)."""
+        if self.options.seed is not None or self.trainer.workers == 1:
+            return self.options.seed
+        return int(self.trainer.from_chief(secrets.randbelow(2 ** 31)))
 
     def run(self) -> dict[str, float]:
         """Train the epochs left; the losses of the last step."""
         options, checkpoints = self.options, self.checkpoints
-        dataset = self.trainer.strategy.experimental_distribute_dataset(
-            self.patches.tf_dataset(options.batchsize, seed=options.seed, indices=self.train_indices,
-                                    augment=options.augment))
+        batches = self.patches.tf_dataset(options.batchsize, seed=self.shuffling_seed(),
+                                          indices=self.train_indices, augment=options.augment)
+        # Several machines: each runs the same pipeline and keeps its share of every global batch (DATA
+        # sharding, after the batches are split per replica), so the global batch is --batchsize as on one.
+        sharding = tf.data.Options()
+        sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        dataset = self.trainer.strategy.experimental_distribute_dataset(batches.with_options(sharding))
         if self.preview is not None:
             self.board.bicubic_preview(self.preview, int(checkpoints.step))
         logger.info("%s patches, %s steps per epoch, run %s", self.patches.n_patches, self.steps_per_epoch,
@@ -179,7 +198,8 @@ class Fit:
         validation took, so that validating costs at most about 5% of the time even with short epochs."""
         if self.valid_cost is None or self.index + 1 in (self.pretraining, len(self.schedule)):
             return True
-        return perf_counter() - self.valid_end >= VALID_TIME_RATIO * self.valid_cost
+        waited = perf_counter() - self.valid_end >= VALID_TIME_RATIO * self.valid_cost
+        return bool(self.trainer.from_chief(waited))  # the chief's clock decides on every worker
 
     def stop_in_epoch(self) -> None:
         """The time limit cut the current epoch: validate, checkpoint (a resumed run restarts this epoch)
@@ -204,7 +224,9 @@ class Fit:
         started = perf_counter()
         step = int(self.checkpoints.step)
         scores, sr = self.validator.evaluate(self.generate_hr)
-        scores.update(epoch=epochs_done, step=step, phase=self.phase)
+        # the chief's PSNR decides (best checkpoint, early stop) on every worker
+        scores.update(psnr=float(self.trainer.from_chief(scores["psnr"])), epoch=epochs_done, step=step,
+                      phase=self.phase)
         self.checkpoints.validation.assign(json.dumps(scores))
         self.board.scalars(validation_scalars(scores), step)
         self.board.picture(VALID + "preview", self.validator.preview(sr), step)

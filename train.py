@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 import constants
 from cli import run_cli
 from logs import get_logger, native_start_up, quiet_libraries, setup_logging
-from train_options import DEFAULTS, EXPORTS, TrainConfig, TrainOptions, validate
+from train_options import (
+    DEFAULTS,
+    EXPORTS,
+    TF_CONFIG,
+    Cluster,
+    TrainConfig,
+    TrainOptions,
+    read_tf_config,
+    validate,
+)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -139,8 +148,9 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
     return TrainOptions(**fields_of(TrainOptions), trainer=TrainConfig(**fields_of(TrainConfig)))
 
 
-def log_summary(options: TrainOptions) -> None:
-    """One screen with the parameters, as the original prints them."""
+def log_summary(options: TrainOptions, cluster: Cluster | None = None) -> None:
+    """One screen with the parameters, as the original prints them (and the machines training together,
+    given a cluster)."""
     cfg = options.trainer
     rows = [("Number of epochs", options.epochs), ("Batch size", options.batchsize),
             ("Adam learning rate", cfg.adam_lr), ("Adam beta1", cfg.adam_b1),
@@ -163,6 +173,9 @@ def log_summary(options: TrainOptions) -> None:
         rows.append(("Validation", f"{options.valid_split:.0%} of the pairs held out by position"))
     elif options.valid_lr_patches:
         rows.append(("Validation", ", ".join(options.valid_lr_patches)))
+    if cluster is not None:
+        chief = " (the chief)" if cluster.is_chief else ""
+        rows.append(("Machines", f"{cluster.workers} ({TF_CONFIG}), this one {cluster.task}{chief}"))
     logger.info("************ Parameters summary ************")
     for label, value in rows:
         logger.info("%-21s: %s", label, value)
@@ -175,7 +188,8 @@ def train(options: TrainOptions, strategy: tf.distribute.Strategy | None = None)
 
     Args:
         options: the run.
-        strategy: a tf.distribute strategy (default: MirroredStrategy over several GPUs, else none).
+        strategy: a tf.distribute strategy (default: MultiWorkerMirroredStrategy when TF_CONFIG names
+            several workers, else MirroredStrategy over several GPUs, else none).
 
     Returns:
         What the run did (training.TrainResult): run name, folders, SavedModel, epochs and steps done,
@@ -185,7 +199,8 @@ def train(options: TrainOptions, strategy: tf.distribute.Strategy | None = None)
         SR4RSError: bad options or patches, a diverging or failing training.
     """
     validate(options)
-    log_summary(options)
+    cluster = read_tf_config() if strategy is None else None  # a malformed TF_CONFIG: before TensorFlow loads
+    log_summary(options, cluster)
     with native_start_up(quiet=False):  # TensorFlow loads here, once the options are checked
         import training
 

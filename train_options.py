@@ -1,5 +1,6 @@
 """The options of a training run: the dataclasses that train.py's command line maps onto, and their
-checks. No TensorFlow here: train.py answers `--help` and option mistakes before TensorFlow loads."""
+checks; the machines training together (`read_tf_config`: TF_CONFIG, the environment's option). No
+TensorFlow here: train.py answers `--help` and option mistakes before TensorFlow loads."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,11 @@ MIN_BATCH_SIZE = 3
 PATH_FIELDS = ("save_ckpt", "preview", "logdir", "load_ckpt", "savedmodel", "vggfile")
 PATCHES_FIELDS = ("lr_patches", "hr_patches", "valid_lr_patches", "valid_hr_patches")
 EXPORTS = ("best", "last")
+# Several machines: the cluster in the environment, as MultiWorkerMirroredStrategy reads it.
+TF_CONFIG = "TF_CONFIG"
+WORKER_JOBS = ("chief", "worker")  # the cluster's jobs that train (no parameter servers, no evaluator)
+TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                     '"task": {"type": "worker", "index": 0}}')
 
 
 @dataclasses.dataclass
@@ -218,3 +224,71 @@ def check_validation_options(options: TrainOptions) -> bool:
     if given[0] and options.valid_split:
         raise SR4RSError("--valid_split holds out training pairs: give it or --valid_lr/hr_patches, not both")
     return given[0] or options.valid_split > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """The machines training together, as TF_CONFIG describes them (MultiWorkerMirroredStrategy).
+
+    Args:
+        workers: the training tasks in all (the "chief" and "worker" jobs).
+        rank: this machine's index among them (the chief's, or worker 0's without a chief job, is 0).
+        task: this machine's task as TF_CONFIG names it, e.g. "worker 1".
+    """
+
+    workers: int
+    rank: int
+    task: str
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this machine writes the run's outputs (checkpoints, TensorBoard, SavedModel)."""
+        return self.rank == 0
+
+
+def read_tf_config(text: str | None = None) -> Cluster | None:
+    """The cluster that TF_CONFIG describes when it names more than one worker; None for one machine
+    (no TF_CONFIG, or a cluster of one). Read before TensorFlow loads, so that a mistake is answered at once.
+
+    Args:
+        text: TF_CONFIG's value (default: the environment's).
+
+    Raises:
+        SR4RSError: TF_CONFIG is not JSON, or not a cluster of "chief"/"worker" tasks this machine is one of.
+    """
+    text = os.environ.get(TF_CONFIG, "") if text is None else text
+    if not text.strip():
+        return None
+
+    def refused(problem: str) -> SR4RSError:
+        return SR4RSError(f"{TF_CONFIG} {problem} (expected e.g. {TF_CONFIG_EXAMPLE})")
+
+    try:
+        config = json.loads(text)
+    except ValueError as err:
+        raise refused(f"is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise refused("is not a JSON object")
+    cluster = config.get("cluster", {})
+    if not isinstance(cluster, dict) or not all(
+            isinstance(tasks, list) and all(isinstance(address, str) for address in tasks)
+            for tasks in cluster.values()):
+        raise refused('has a "cluster" that does not map job names to lists of "host:port" addresses')
+    others = sorted(set(cluster) - set(WORKER_JOBS))
+    if others:
+        raise refused(f"has the job(s) {', '.join(others)}: SR4RS trains with MultiWorkerMirroredStrategy, "
+                      'whose cluster has "chief" and "worker" jobs only')
+    sizes = {job: len(cluster.get(job, [])) for job in WORKER_JOBS}
+    if sizes["chief"] > 1:
+        raise refused(f'names {sizes["chief"]} chiefs: there is at most one')
+    if sum(sizes.values()) <= 1:
+        return None
+    task = config.get("task")
+    if not isinstance(task, dict):
+        raise refused('has no "task": this machine\'s place in the cluster, {"type": ..., "index": ...}')
+    job, index = task.get("type"), task.get("index", 0)
+    if job not in WORKER_JOBS or type(index) is not int or not 0 <= index < sizes[job]:
+        raise refused(f"has the task {json.dumps(task)}, which is not one of its cluster's "
+                      f'({sizes["chief"]} chief, {sizes["worker"]} worker(s), indices from 0)')
+    rank = index + sizes["chief"] if job == "worker" else 0
+    return Cluster(workers=sum(sizes.values()), rank=rank, task=f"{job} {index}")

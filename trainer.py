@@ -4,7 +4,9 @@
 Each GAN step computes one forward pass, then updates the discriminator first and the generator
 second, from the same forward pass (as the original graph does). Per-replica losses are divided by
 the number of replicas and the gradients summed across replicas, so any number of devices trains
-the same model as one device with the same global batch.
+the same model as one device with the same global batch. With several machines
+(MultiWorkerMirroredStrategy), `from_chief` gives every worker the chief's value of what each would
+otherwise decide alone (docs/DESIGN.md §5).
 
 Mixed precision (`TrainConfig.compute_dtype` float16 or bfloat16): the networks compute in that dtype
 on inputs cast to it, their variables stay float32, and their outputs are cast back to float32 before
@@ -13,6 +15,7 @@ dynamic loss scaling (`DynamicLossScale`).
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 import constants
@@ -20,7 +23,7 @@ import losses
 from logs import get_logger
 from network import Discriminator, Generator
 from scaling import Scaling
-from train_options import TrainConfig
+from train_options import WORKER_JOBS, TrainConfig
 from vgg import VGG19Features
 
 logger = get_logger("trainer")
@@ -116,6 +119,14 @@ class DynamicLossScale(tf.Module):
         self.finite_steps.assign(tf.where(grow, tf.constant(0, tf.int64), steps))
 
 
+def worker_count(strategy: tf.distribute.Strategy) -> int:
+    """The machines training together: the chief and worker tasks of a MultiWorkerMirroredStrategy's
+    cluster, else 1."""
+    resolver = strategy.cluster_resolver
+    jobs = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    return max(1, sum(len(jobs.get(job, [])) for job in WORKER_JOBS))
+
+
 class Trainer(tf.Module):
     """Generator, discriminator, optimisers and steps.
 
@@ -126,6 +137,9 @@ class Trainer(tf.Module):
         vgg_features: the VGG19 feature extractor, or None for no perceptual loss.
         scaling: raw values -> network values; required with config.normalize (the patches' statistics),
             else the scales of config.
+
+    Attributes:
+        workers: the machines training together (worker_count).
     """
 
     def __init__(self, config: TrainConfig, nbands: int, strategy: tf.distribute.Strategy | None = None,
@@ -164,6 +178,31 @@ class Trainer(tf.Module):
         self.train_step = tf.function(self._train_step, autograph=False)
         self.pretrain_step = tf.function(self._pretrain_step, autograph=False)
         self.generate = tf.function(self._generate, autograph=False)
+        self._broadcast = tf.function(self._from_first_replica, autograph=False, reduce_retracing=True)
+        self.workers = worker_count(self.strategy)
+
+    def from_chief(self, value: float | np.ndarray) -> np.ndarray:
+        """The chief's `value` on every worker (float64): what a worker would decide from its own clock
+        or scores must be the same on all of them, or their collective operations stop pairing up (a
+        deadlock). Every worker must call it at the same point. With one machine, `value` itself.
+
+        Args:
+            value: a number or an array, of the same shape on every worker.
+        """
+        value = np.asarray(value, np.float64)
+        if self.workers == 1:
+            return value
+        return self._broadcast(tf.constant(value)).numpy()
+
+    def _from_first_replica(self, value: tf.Tensor) -> tf.Tensor:
+        """The first replica's `value` (the chief's first device) on every replica: a sum to which only it
+        contributes."""
+        def replica(local: tf.Tensor) -> tf.Tensor:
+            first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+            return tf.where(first, local, tf.zeros_like(local))
+
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(replica, args=(value,)),
+                                    axis=None)
 
     def checkpointed(self) -> dict[str, tf.Module]:
         """What a checkpoint must hold to resume training, by name (the checkpoint keys: keep them

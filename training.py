@@ -1,10 +1,15 @@
 """A training run, once its options are checked: read the patches and the validation pairs, build the
 trainer (resumed, or its linear skips fitted), train epoch by epoch with checkpoints (fit.Fit), export
-the SavedModel. train.train() calls it; TensorFlow loads with this module."""
+the SavedModel. train.train() calls it; TensorFlow loads with this module.
+
+On several machines (TF_CONFIG), every worker runs the same command on the same files; only the chief
+writes the run's outputs (docs/DESIGN.md §5)."""
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -21,7 +26,7 @@ from network import SKIP_RADIUS, upsample_bicubic
 from raster import band_descriptions, open_raster
 from scaling import Scaling
 from skip_fit import fit_linear_skips
-from train_options import DEFAULTS, TrainOptions
+from train_options import DEFAULTS, TF_CONFIG, TrainOptions, read_tf_config
 from trainer import Trainer
 from validation import Validator, split_by_position
 from vgg import VGG19Features, load_vgg19_weights
@@ -40,8 +45,8 @@ class TrainResult:
     Args:
         run: the run name (a resumed run keeps its checkpoint's).
         checkpoints: the run's checkpoint folder.
-        logdir: the run's TensorBoard folder (None without logdir).
-        savedmodel: the SavedModel written (None without savedmodel).
+        logdir: the run's TensorBoard folder (None without logdir, and on a worker other than the chief).
+        savedmodel: the SavedModel written (None without savedmodel); with several machines, by the chief.
         epochs_done: epochs done in all, pre-training epochs included.
         steps: steps done in all, those before resuming included.
         losses: the losses of the last step of this call (empty when no epoch was left).
@@ -92,7 +97,24 @@ def patch_bands(path: str) -> list[str] | None:
 
 
 def make_strategy() -> tf.distribute.Strategy:
-    """MirroredStrategy over all GPUs when there are several, else the default strategy."""
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers (each machine's devices, every
+    worker's included; create it before TensorFlow runs anything), else MirroredStrategy over all GPUs
+    when there are several, else the default strategy.
+
+    Raises:
+        SR4RSError: a malformed TF_CONFIG, or TensorFlow already started in this process with TF_CONFIG.
+    """
+    cluster = read_tf_config()
+    if cluster is not None:
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as err:  # "Collective ops must be configured at program startup"
+            raise SR4RSError(f"{TF_CONFIG} names {cluster.workers} workers, but TensorFlow already ran in "
+                             f"this process ({err}): train first, in a process of its own") from None
+        logger.info("Worker %s of %s (%s in %s; MultiWorkerMirroredStrategy, %s replicas in all)%s",
+                    cluster.rank, cluster.workers, cluster.task, TF_CONFIG, strategy.num_replicas_in_sync,
+                    ": the chief, which writes the outputs" if cluster.is_chief else "")
+        return strategy
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         logger.info("Training on %s GPUs (MirroredStrategy)", len(gpus))
@@ -124,7 +146,8 @@ def read_patches(options: TrainOptions, replicas: int, vgg: bool) -> PatchesData
         raise SR4RSError(f"--batchsize {options.batchsize} is larger than the {patches.n_patches} patches: "
                          "one batch cannot be filled")
     if options.batchsize % replicas:
-        raise SR4RSError(f"--batchsize {options.batchsize} must be a multiple of the {replicas} devices")
+        raise SR4RSError(f"--batchsize {options.batchsize} must be a multiple of the {replicas} devices "
+                         "training together (the global batch is split evenly)")
     if vgg and patches.nbands < 3:
         raise SR4RSError(f"--vggfile needs RGB: the patches have {patches.nbands} band(s), 3 at least")
     if cfg.residual == "linear" and patches.lr_patch_size < 2 * SKIP_RADIUS + 1:
@@ -184,7 +207,7 @@ def run(options: TrainOptions, strategy: tf.distribute.Strategy | None = None) -
 
     Args:
         options: the run.
-        strategy: a tf.distribute strategy (default: MirroredStrategy over several GPUs, else none).
+        strategy: a tf.distribute strategy (default: make_strategy's, from TF_CONFIG and the GPUs).
 
     Returns:
         What the run did: run name, folders, SavedModel, epochs and steps done, last losses, trainer.
@@ -192,10 +215,25 @@ def run(options: TrainOptions, strategy: tf.distribute.Strategy | None = None) -
     Raises:
         SR4RSError: bad options or patches, a diverging or failing training.
     """
-    cfg = options.trainer
+    strategy = strategy or make_strategy()  # first: MultiWorkerMirroredStrategy must precede any TF op
     if options.seed is not None:
         tf.random.set_seed(options.seed)
-    strategy = strategy or make_strategy()
+    if strategy.extended.should_checkpoint:
+        return _run(options, strategy, None)
+    # A worker other than the chief writes none of the run's outputs, but still saves its checkpoints and
+    # its SavedModel (they may involve collective operations: TensorFlow's multi-worker pattern), into a
+    # folder of its own removed at the end.
+    with tempfile.TemporaryDirectory(prefix="sr4rs-worker-") as scratch:
+        result = _run(options, strategy, scratch)
+    logger.info("Done: the chief wrote the run's outputs (this worker's own copies, in %s, are removed)",
+                scratch)
+    return result
+
+
+def _run(options: TrainOptions, strategy: tf.distribute.Strategy, scratch: str | None) -> TrainResult:
+    """run() on a strategy; scratch: the folder of a worker other than the chief (None: the chief)."""
+    cfg = options.trainer
+    chief = scratch is None
     if cfg.compute_dtype == "float16" and not tf.config.list_logical_devices("GPU"):
         logger.warning("--mixed_precision float16 without a GPU: CPUs have no fast float16 kernels (several "
                        "times slower than float32); bfloat16 is fast on CPUs with AVX512-BF16 or AMX")
@@ -211,23 +249,28 @@ def run(options: TrainOptions, strategy: tf.distribute.Strategy | None = None) -
     if cfg.normalize:
         scaling = Scaling.standardize(patches.lr_stats["mean"], patches.lr_stats["std"])
     trainer = Trainer(cfg, patches.nbands, strategy, vgg_features, scaling)
-    checkpoints = Checkpoints(trainer, options.save_ckpt, run_name(options, datetime.datetime.now()))
+    checkpoints = Checkpoints(trainer, options.save_ckpt, run_name(options, datetime.datetime.now()), scratch)
     if options.load_ckpt:
         checkpoints.restore(options.load_ckpt)
     elif cfg.residual == "linear":  # fitted on the training pairs only
         pairs = patches.n_patches if train_indices is None else len(train_indices)
         batches = patches.tf_dataset(min(LSFIT_BATCH, pairs), shuffle=False, indices=train_indices)
         fit_linear_skips(trainer.generator, batches.take(LSFIT_BATCHES), trainer.scaling)
-    board = TensorBoard(options.logdir, checkpoints.name)
+        if trainer.workers > 1:  # the same start everywhere: another machine's sums may round otherwise
+            for var in [v for skip in trainer.generator.skips for v in skip.variables]:
+                var.assign(trainer.from_chief(var.numpy()).astype(var.dtype.as_numpy_dtype))
+    board = TensorBoard(options.logdir if chief else None, checkpoints.name)
     try:
-        losses = Fit(trainer, patches, checkpoints, board, options, preview, validator, train_indices).run()
+        losses = Fit(trainer, patches, checkpoints, board, options, preview if chief else None, validator,
+                     train_indices).run()
     finally:
         board.close()
     epochs_done, steps = int(checkpoints.epoch), int(checkpoints.step)
     validation = exported_weights(checkpoints, options.export) if validator is not None else {}
 
     if options.savedmodel:
-        export_savedmodel(trainer.generator, options.savedmodel, patches.nbands, trainer.scaling,
+        export_savedmodel(trainer.generator, options.savedmodel if chief else os.path.join(scratch, "model"),
+                          patches.nbands, trainer.scaling,
                           description={"lr_scale": cfg.lr_scale, "hr_scale": cfg.hr_scale,
                                        "normalize": cfg.normalize, "lr_stats": patches.lr_stats,
                                        "hr_stats": patches.hr_stats,
