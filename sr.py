@@ -298,7 +298,7 @@ def choose_tile_size(args: argparse.Namespace, model: dict, src: gdal.Dataset) -
     budget = args.max_memory or int(available_memory() * MEMORY_SHARE)
     per_process = budget // (args.workers or 1)
     ts = auto_tile_size(per_process, args.pad, args.batch, model,
-                        constants.SCALE * max(src.RasterXSize, src.RasterYSize))
+                        (constants.SCALE * src.RasterXSize, constants.SCALE * src.RasterYSize))
     logger.info("--ts auto: %s (about %.1f GB per process, of %.1f GB)", ts,
                 tile_bytes(ts, args.pad, args.batch, hr_channels(model)) / 2 ** 30, budget / 2 ** 30)
     return ts

@@ -62,26 +62,33 @@ def tile_bytes(ts: int, pad: int, batch: int, channels: int) -> int:
     return BASE_BYTES + batch * (ts + 2 * pad) ** 2 * channels * BYTES_PER_CHANNEL_PIXEL
 
 
-def auto_tile_size(max_bytes: int, pad: int, batch: int, metadata: dict, hr_side: int) -> int:
-    """The largest multiple of 64 whose tile_bytes() fits `max_bytes`, no larger than needed for an
-    image whose larger HR side is `hr_side` (nor than 8192).
+def computed_pixels(ts: int, pad: int, hr_size: tuple[int, int]) -> int:
+    """HR pixels the model computes for an output of hr_size (columns, rows) in tiles of ts: every tile,
+    the last ones of a row or column included, at its full size with its margins."""
+    return -(-hr_size[0] // ts) * -(-hr_size[1] // ts) * (ts + 2 * pad) ** 2
+
+
+def auto_tile_size(max_bytes: int, pad: int, batch: int, metadata: dict, hr_size: tuple[int, int]) -> int:
+    """The multiple of 64 whose tile_bytes() fits `max_bytes` and that computes the fewest pixels for
+    this output (margins and the cropped last tiles included; the larger on a tie): on a large image, the
+    largest that fits (up to 8192).
 
     Args:
         max_bytes: the memory budget.
         pad: margin.
         batch: tiles per model call.
         metadata: the SavedModel's sr4rs.json ({} for none).
-        hr_side: the output's larger side, HR pixels.
+        hr_size: the output's (columns, rows), HR pixels.
     """
     channels = hr_channels(metadata)
-    largest = min(TS_MAX, -(-hr_side // TS_STEP) * TS_STEP)
+    largest = min(TS_MAX, -(-max(hr_size) // TS_STEP) * TS_STEP)
     fitting = [ts for ts in range(TS_STEP, largest + 1, TS_STEP)
                if tile_bytes(ts, pad, batch, channels) <= max_bytes]
     if not fitting:
         need = tile_bytes(TS_STEP, pad, batch, channels) / 2 ** 30
         raise SR4RSError(f"--ts auto: even tiles of {TS_STEP} HR pixels need about {need:.1f} GB, more than "
                          f"--max_memory {max_bytes / 2 ** 30:.1f} GB: give more, or a --ts")
-    return fitting[-1]
+    return min(reversed(fitting), key=lambda ts: computed_pixels(ts, pad, hr_size))
 
 
 def parse_memory(text: str) -> int:

@@ -143,7 +143,7 @@ CASES = [
     Case("sr-ts-not-multiple", "sr", {"--ts": "30"}, ("--ts 30",)),
     Case("sr-ts-zero", "sr", {"--ts": "0"}, ("--ts 0",)),
     Case("sr-ts-negative", "sr", {"--ts": "-8"}, ("--ts -8",)),
-    Case("sr-ts-not-a-number", "sr", {"--ts": "big"}, ("argument --ts: invalid int value: 'big'",)),
+    Case("sr-ts-not-a-number", "sr", {"--ts": "big"}, ("argument --ts: expected a number of HR pixels or auto, not 'big'",)),
     Case("sr-pad", "sr", {"--pad": "48"}, ("argument --pad: invalid choice: 48",)),
     Case("sr-batch", "sr", {"--batch": "0"}, ("--batch 0",)),
     Case("sr-no-output", "sr", {"--output": DROP}, ("the following arguments are required: --output",)),

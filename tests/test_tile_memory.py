@@ -40,18 +40,35 @@ def test_the_default_network_estimate_matches_the_measured_slope():
     assert 0.5 * 2 ** 30 < grow < 0.8 * 2 ** 30
 
 
-def test_auto_tile_size_is_the_largest_that_fits():
+LARGE = (43920, 43920)  # a Sentinel-2 tile's output
+
+
+def test_auto_tile_size_fits_and_computes_the_fewest_pixels():
     for budget_gb in (1.5, 2, 4, 8, 16):
         budget = int(budget_gb * 2 ** 30)
-        ts = tile_memory.auto_tile_size(budget, 64, 1, {}, 100_000)
-        assert ts % 64 == 0
-        assert tile_memory.tile_bytes(ts, 64, 1, 256) <= budget < tile_memory.tile_bytes(ts + 64, 64, 1, 256)
-    assert tile_memory.auto_tile_size(2 ** 40, 64, 1, {}, 100_000) == tile_memory.TS_MAX
-    assert tile_memory.auto_tile_size(2 ** 40, 64, 1, {}, 300) == 320  # no larger than the image
-    assert tile_memory.auto_tile_size(4 * 2 ** 30, 64, 2, {}, 10 ** 5) < tile_memory.auto_tile_size(
-        4 * 2 ** 30, 64, 1, {}, 10 ** 5)  # a batch of 2 tiles: smaller tiles
+        ts = tile_memory.auto_tile_size(budget, 64, 1, {}, LARGE)
+        fitting = [t for t in range(64, 8193, 64) if tile_memory.tile_bytes(t, 64, 1, 256) <= budget]
+        assert ts in fitting
+        cost = tile_memory.computed_pixels(ts, 64, LARGE)
+        assert cost == min(tile_memory.computed_pixels(t, 64, LARGE) for t in fitting)
+        assert ts >= 0.85 * fitting[-1]  # on a large image: about the largest that fits
+    unlimited = tile_memory.auto_tile_size(2 ** 40, 64, 1, {}, LARGE)
+    assert 0.85 * tile_memory.TS_MAX <= unlimited <= tile_memory.TS_MAX
+    assert tile_memory.auto_tile_size(4 * 2 ** 30, 64, 2, {}, LARGE) < tile_memory.auto_tile_size(
+        4 * 2 ** 30, 64, 1, {}, LARGE)  # a batch of 2 tiles: smaller tiles
     with pytest.raises(SR4RSError, match="even tiles of 64 HR pixels need"):
-        tile_memory.auto_tile_size(2 ** 29, 64, 1, {}, 100_000)
+        tile_memory.auto_tile_size(2 ** 29, 64, 1, {}, LARGE)
+
+
+def test_auto_tile_size_on_a_small_image_computes_the_fewest_pixels():
+    assert tile_memory.auto_tile_size(2 ** 40, 64, 1, {}, (300, 200)) == 320  # one tile, no larger
+    # 1024 x 1024 with at most ~840: 4 tiles of 512 (4 x 640^2) rather than 4 tiles of 832 (4 x 960^2)
+    ts = tile_memory.auto_tile_size(3 * 2 ** 30, 64, 1, {}, (1024, 1024))
+    assert ts == 512
+    budget_ts = max(t for t in range(64, 1025, 64) if tile_memory.tile_bytes(t, 64, 1, 256) <= 3 * 2 ** 30)
+    assert budget_ts > ts and all(tile_memory.computed_pixels(t, 64, (1024, 1024))
+                                  >= tile_memory.computed_pixels(ts, 64, (1024, 1024))
+                                  for t in range(64, budget_ts + 1, 64))
 
 
 def test_ts_auto_runs_with_the_chosen_tile_size(tmp_path_factory, tmp_path, caplog):
@@ -62,7 +79,7 @@ def test_ts_auto_runs_with_the_chosen_tile_size(tmp_path_factory, tmp_path, capl
     with caplog.at_level(logging.INFO):
         assert sr.main(["--input", src, "--savedmodel", model, "--output", out, "--engine", "tf",
                         "--ts", "auto", "--max_memory", "1G"]) == 0
-    expected = tile_memory.auto_tile_size(2 ** 30, 64, 1, {}, 4 * 90)
+    expected = tile_memory.auto_tile_size(2 ** 30, 64, 1, {}, (4 * 90, 4 * 70))
     assert expected < 4 * 90 and f"--ts auto: {expected} " in caplog.text
     assert f"in {-(-280 // expected) * -(-360 // expected)} tile(s) of {expected} x {expected}" in caplog.text
     np.testing.assert_array_equal(read_array(gdal.Open(out)), nearest_x4(lr))
