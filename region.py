@@ -17,6 +17,7 @@ system.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -192,6 +193,13 @@ def connect(options: ClusterOptions, quiet: bool) -> _Client:
     return _Client(Client(cluster), cluster, max(1, cores // options.workers))
 
 
+def dashboard(client: _Client) -> str:
+    """Where Dask's dashboard is (a local cluster serves it only when bokeh is installed)."""
+    if client.cluster is not None and importlib.util.find_spec("bokeh") is None:
+        return "no dashboard (Dask's needs bokeh: pip install bokeh)"
+    return f"dashboard {client.client.dashboard_link}"
+
+
 def assemble(parts: list[tuple[Tile, str]], src: gdal.Dataset, settings: InferenceSettings, target: str,
              quiet: bool) -> None:
     """Copy the parts into one GeoTIFF `target` (the output, or the tiled GeoTIFF a COG is made from).
@@ -290,8 +298,8 @@ def run(settings: InferenceSettings, options: ClusterOptions, target: str | None
     if todo:
         client = connect(options, settings.quiet)
         try:
-            workers = len(client.client.scheduler_info()["workers"])
-            logger.info("Dask cluster: %s worker(s); dashboard %s", workers, client.client.dashboard_link)
+            logger.info("Dask cluster: %s worker(s); %s", len(client.client.scheduler_info()["workers"]),
+                        dashboard(client))
             progress = tqdm.tqdm(total=len(grid.tiles()), initial=len(grid.tiles()) - sum(
                 len(grid.tiles(area)) for area, _ in todo), unit="tile", disable=settings.quiet, leave=False)
             try:
