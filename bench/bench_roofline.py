@@ -5,8 +5,8 @@
 1. The network's cost, counted on its graph: FLOP per HR pixel, by kernel size, and the margins' overhead
    of `--ts 512 --pad 64` ((ts + 2 pad)^2 / ts^2).
 2. The roofline: this machine's rate on the network's own convolutions (9x9 and 3x3, 256 -> 256 channels
-   on 160 x 160 pixels), float32 and bfloat16 (oneDNN), and the HR Mpx/s they allow: every FLOP of the
-   network at the rate of its kernel size.
+   on the HR window's 640 x 640 pixels), float32 and bfloat16 (oneDNN), and the HR Mpx/s they allow:
+   every FLOP of the network at the rate of its kernel size.
 3. sr.py end to end (its own process, timed from outside: TensorFlow start-up, model loading, reads,
    writes), float32 and bfloat16, on LR images of 128 and 256 pixels a side (HR 512 and 1024): speed as a
    share of the roofline, and peak memory (the process's maximum RSS) when the image has 4 times the
@@ -46,7 +46,7 @@ KERNELS = (9, 3)
 FRANCE_LR_PIXELS = 5.5e9  # about 550,000 km2 of Sentinel-2 10 m pixels
 GPU_TS, GPU_PAD = 2048, 64  # the tiles a GPU with 16 GB or more takes
 AUTO_BUDGET = 3 * 2 ** 30  # --max_memory of the --ts auto run
-CONV_SIDE = 160  # pixels a side of the convolutions timed for the roofline
+CONV_SIDE = 640  # pixels a side of the convolutions timed: the HR window's, where the network's x4 stage runs
 
 
 def graph_flops(window: int) -> dict[int, float]:
@@ -80,7 +80,7 @@ def conv_rate(kernel: int, side: int, dtype: str) -> float:
     conv = tf.function(lambda a, b: tf.nn.conv2d(a, b, 1, "SAME"))
     conv(x, w).numpy()
     best = math.inf
-    for _ in range(ROUNDS + 2):
+    for _ in range(ROUNDS):
         start = time.perf_counter()
         conv(x, w).numpy()
         best = min(best, time.perf_counter() - start)
