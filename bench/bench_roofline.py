@@ -5,7 +5,7 @@
 1. The network's cost, counted on its graph: FLOP per HR pixel, by kernel size, and the margins' overhead
    of `--ts 512 --pad 64` ((ts + 2 pad)^2 / ts^2).
 2. The roofline: this machine's rate on the network's own convolutions (9x9 and 3x3, 256 -> 256 channels
-   on the HR window's 640 x 640 pixels), float32 and bfloat16 (oneDNN), and the HR Mpx/s they allow:
+   on 160 x 160 and 640 x 640 pixels, the best), float32 and bfloat16 (oneDNN), and the HR Mpx/s they allow:
    every FLOP of the network at the rate of its kernel size.
 3. sr.py end to end (its own process, timed from outside: TensorFlow start-up, model loading, reads,
    writes), float32 and bfloat16, on LR images of 128 and 256 pixels a side (HR 512 and 1024): speed as a
@@ -42,11 +42,13 @@ from precision import cpu_bfloat16_flags  # noqa: E402
 NBANDS, DEPTH, NRESBLOCKS, TS, PAD = 4, 64, 16, 512, 64
 SIZES = (128, 256)  # LR sides of the sr.py runs
 ROUNDS = 3
+DASK_SIDE = 512  # LR side of the --workers comparison
 KERNELS = (9, 3)
 FRANCE_LR_PIXELS = 5.5e9  # about 550,000 km2 of Sentinel-2 10 m pixels
 GPU_TS, GPU_PAD = 2048, 64  # the tiles a GPU with 16 GB or more takes
+GPU_SPEEDS = ((5, "T4 or V100 in float32"), (40, "A100 in TF32/bfloat16"), (150, "H100 in bfloat16"))
 AUTO_BUDGET = 3 * 2 ** 30  # --max_memory of the --ts auto run
-CONV_SIDE = 640  # pixels a side of the convolutions timed: the HR window's, where the network's x4 stage runs
+CONV_SIDES = (160, 640)  # pixels a side of the convolutions timed: the LR and HR windows' (--ts 512 --pad 64)
 
 
 def graph_flops(window: int) -> dict[int, float]:
@@ -157,31 +159,34 @@ def original_seconds(code: str, window: int) -> float | None:
     return json.loads(done.stdout.strip().splitlines()[-1])["seconds_per_tile"]
 
 
-def france(flop_per_px: float, cpu_f32: float, cpu_bf16: float, gpu_tflops: float, gpu_price: float) -> str:
-    """On paper: all of France's Sentinel-2 10 m bands (4 bands, one pass) on GPUs and on CPUs like this
-    one, from the counted cost and the measured rates."""
+def france(flop_per_px: float, cpu_f32: float, cpu_bf16: float, gpu_price: float) -> str:
+    """On paper: all of France's Sentinel-2 10 m bands (4 bands, one pass) on GPUs of a given sustained
+    speed and on CPUs like this one, from the counted cost and the measured rates."""
     hr_px = 16 * FRANCE_LR_PIXELS
     gpu_flop = hr_px * flop_per_px * ((GPU_TS + 2 * GPU_PAD) / GPU_TS) ** 2
-    gpu_hours = gpu_flop / (gpu_tflops * 1e12) / 3600
-    cpu_hours = {name: hr_px / (rate * 1e6) / 3600
-                 for name, rate in (("float32", cpu_f32), ("bfloat16", cpu_bf16))}
-    lines = [f"| {n} GPUs | {gpu_hours / n:.1f} h | {gpu_hours * gpu_price:.0f} |" for n in (1, 8, 32)]
-    return f"""### On paper: France (`--gpu_tflops {gpu_tflops:g}`, `--gpu_price {gpu_price:g}`)
+    rows = []
+    for tflops, example in GPU_SPEEDS:
+        hours = gpu_flop / (tflops * 1e12) / 3600
+        rows.append(f"| {tflops:g} ({example}) | {hours:.1f} | {hours / 8:.1f} h | {hours * gpu_price:.0f} |")
+    cpu_days = {name: hr_px / (rate * 1e6) / 86400
+                for name, rate in (("float32", cpu_f32), ("bfloat16", cpu_bf16))}
+    table = "\n".join(rows)
+    return f"""### On paper: all of France
 
-All of France's Sentinel-2 10 m bands (B4, B3, B2, B8 in one pass), about 550,000 km2 = {FRANCE_LR_PIXELS:.2g}
-LR pixels = {hr_px:.2g} HR pixels, default network, `--ts {GPU_TS} --pad {GPU_PAD}` on GPUs
-({gpu_flop:.2g} FLOP with the margins), one mosaic per UTM zone (31, 30, 32: no tile overlap computed
-twice). Assumed: a GPU sustains {gpu_tflops:g} TFLOP/s on these convolutions (an assumption, not a
-measurement: no GPU here), at {gpu_price:g} per GPU-hour; Dask's overhead, reads and writes are hidden
-behind the model at these tile sizes (single-process measurement above).
+France's Sentinel-2 10 m bands (B4, B3, B2, B8 in one pass), about 550,000 km2 = {FRANCE_LR_PIXELS:.2g} LR
+pixels = {hr_px:.2g} HR pixels, default network, `--ts {GPU_TS} --pad {GPU_PAD}` on GPUs ({gpu_flop:.2g}
+FLOP with the margins), one mosaic per UTM zone (30, 31, 32: no tile overlap computed twice). The GPU
+speeds are assumptions, not measurements (no GPU here): the sustained rate of the network's convolutions,
+about a third to a half of the card's peak; Dask's overhead, reads and writes are assumed hidden behind
+the model at these tile sizes (single-process measurement above). Cost at {gpu_price:g} per GPU-hour.
 
-| GPUs | wall time | cost (GPU-hours x price) |
-|---|---|---|
-{chr(10).join(lines)}
+| sustained TFLOP/s per GPU | GPU-hours | on 8 GPUs | cost |
+|---|---|---|---|
+{table}
 
-On CPUs like this one (2 cores, measured above): {cpu_hours["float32"] / 24 / 365:.1f} machine-years in
-float32, {cpu_hours["bfloat16"] / 24 / 365:.1f} in bfloat16; i.e. {cpu_hours["bfloat16"] / 24:.0f}
-machine-days, or a day on {cpu_hours["bfloat16"] / 24:.0f} such machines with `--scheduler`."""
+On CPUs like this one (2 cores, `--ts 512`, measured above): {cpu_days["float32"]:.0f} machine-days in
+float32, {cpu_days["bfloat16"]:.0f} in bfloat16 (AMX), i.e. a day on {math.ceil(cpu_days["bfloat16"])}
+such machines with `--scheduler` (larger tiles, `--ts auto`, save up to a quarter of it)."""
 
 
 def write_lr(path: str, side: int) -> str:
@@ -201,10 +206,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--original", help="the original SR4RS code folder (its network.py), e.g. "
                                       "../shared/sr4rs-original/code; without it that row is not measured")
-    p.add_argument("--gpu_tflops", type=float, default=40.0,
-                   help="sustained TFLOP/s of one GPU on the network's convolutions, for the France estimate "
-                        "(default 40: an A100 in bfloat16/TF32 at about 13%% of its 312 TFLOP/s peak)")
-    p.add_argument("--gpu_price", type=float, default=2.0, help="price of one GPU-hour (default 2.0)")
+    p.add_argument("--gpu_price", type=float, default=2.0,
+                   help="price of one GPU-hour for the France estimate (default 2.0)")
     p.add_argument("--write", action="store_true", help="write BENCHMARKS.md's roofline section")
     args = p.parse_args()
     window = (TS + 2 * PAD) // 4
@@ -216,8 +219,8 @@ def main() -> None:
         flops = graph_flops(window)
         hr_window_px = (4 * window) ** 2
         per_px = {k: f / hr_window_px for k, f in flops.items()}  # FLOP per computed HR pixel
-        rates = {(dtype, k): conv_rate(k, CONV_SIDE, dtype) for dtype in ("float32", "bfloat16")
-                 for k in KERNELS}
+        rates = {(dtype, k): max(conv_rate(k, side, dtype) for side in CONV_SIDES)
+                 for dtype in ("float32", "bfloat16") for k in KERNELS}
 
         def roofline(dtype: str) -> float:
             """HR Mpx/s of the output with every FLOP at the rate of its kernel size (others at 3x3's)."""
@@ -233,8 +236,10 @@ def main() -> None:
                 runs[(precision, side)] = run_sr(image, model, os.path.join(tmp, "out.tif"),
                                                  "--precision", precision)
         big = os.path.join(tmp, f"lr{SIZES[-1]}.tif")
-        dask = run_sr(big, model, os.path.join(tmp, "out_dask.tif"), "--precision", "bfloat16",
-                      "--workers", "2", "--part_size", str(TS))
+        large = write_lr(os.path.join(tmp, f"lr{DASK_SIDE}.tif"), DASK_SIDE)
+        dask = {workers: run_sr(large, model, os.path.join(tmp, "out_dask.tif"), "--precision", "bfloat16",
+                                *(["--workers", str(workers), "--part_size", "1024"] if workers else []))
+                for workers in (0, 1, 2)}
         auto_ts = tile_memory.auto_tile_size(AUTO_BUDGET, PAD, 1, {}, (4 * SIZES[-1], 4 * SIZES[-1]))
         auto = run_sr(big, model, os.path.join(tmp, "out_auto.tif"), "--ts", "auto", "--max_memory",
                       str(AUTO_BUDGET // 2 ** 20))
@@ -257,6 +262,13 @@ def main() -> None:
                       f"{f32 / (tile_mpx / original):.2f}x.")
     flops_text = ", ".join(f"{k}x{k}: {v / 1e6:.2f}" for k, v in sorted(per_px.items(), reverse=True))
     memory = {p: runs[(p, SIZES[-1])][1] / runs[(p, SIZES[0])][1] - 1 for p in ("float32", "bfloat16")}
+    sides_text = " and ".join(f"{s} x {s}" for s in CONV_SIDES)
+    dask_mpx = (4 * DASK_SIDE) ** 2 / 1e6
+    dask_rows = "\n".join(
+        f"| sr.py `--precision bfloat16`{f' `--workers {w} --part_size 1024` (Dask)' if w else ''}, LR "
+        f"{DASK_SIDE} -> HR {4 * DASK_SIDE} | {dask_mpx / seconds:.4f} | "
+        f"{dask_mpx / seconds / roofline('bfloat16'):.0%} | {rss:.0f}{' (largest process)' if w else ''} |"
+        for w, (seconds, rss) in dask.items())
     rows = "\n".join(
         f"| sr.py `--precision {p}`, LR {side} -> HR {4 * side} | {speed[(p, side)]:.4f} | "
         f"{speed[(p, side)] / roofline(p):.0%} | {runs[(p, side)][1]:.0f} |"
@@ -270,7 +282,7 @@ the machine otherwise idle (load average {load[0]:.1f} at the start, {load[1]:.1
 
 - Cost, counted on the graph: **{total / 1e6:.2f} MFLOP per computed HR pixel** ({flops_text}), so
   {total * overhead / 1e6:.1f} MFLOP per output pixel with the margins.
-- Convolution rates (256 -> 256 channels, {CONV_SIDE} x {CONV_SIDE}), GFLOP/s:
+- Convolution rates, GFLOP/s (256 -> 256 channels, the best of {sides_text} pixels):
   float32 9x9 {rates[("float32", 9)]:.0f}, 3x3 {rates[("float32", 3)]:.0f}; bfloat16 9x9
   {rates[("bfloat16", 9)]:.0f}, 3x3 {rates[("bfloat16", 3)]:.0f}. Roofline (every FLOP at its kernel's
   rate): float32 {roofline("float32"):.4f}, bfloat16 {roofline("bfloat16"):.4f} HR Mpx/s.
@@ -278,8 +290,7 @@ the machine otherwise idle (load average {load[0]:.1f} at the start, {load[1]:.1
 | what | HR Mpx/s | share of the roofline | peak RSS (MB) |
 |---|---|---|---|
 {rows}
-| sr.py `--precision bfloat16 --workers 2` (Dask), LR {big_side} | {hr_mpx[big_side] / dask[0]:.4f} | {
-hr_mpx[big_side] / dask[0] / roofline("bfloat16"):.0%} | {dask[1]:.0f} (largest process) |
+{dask_rows}
 {original_line}
 
 - sr.py end to end: float32 **{f32 / roofline("float32"):.0%}** of the float32 roofline (goal >= 85%),
@@ -292,7 +303,7 @@ hr_mpx[big_side] / dask[0] / roofline("bfloat16"):.0%} | {dask[1]:.0f} (largest 
 - XLA (`jit_compile=True` around the signature, float32, one tile): {xla["plain"]:.2f} s plain,
   {xla["xla"]:.2f} s with XLA: {xla["plain"] / xla["xla"]:.2f}x.
 
-{france(total, f32, bf16, args.gpu_tflops, args.gpu_price)}
+{france(total, f32, bf16, args.gpu_price)}
 
 Re-run: `.venv/bin/python bench/bench_roofline.py --original ../shared/sr4rs-original/code --write`.
 """

@@ -119,6 +119,21 @@ def test_a_rerun_after_a_kill_computes_only_the_missing_parts(scene, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_stops_the_cluster_and_keeps_the_finished_parts(scene, tmp_path):
+    out = str(tmp_path / "hr.tif")
+    process = subprocess.Popen(sr_command(scene, out, "--workers", "2", "--part_size", "128"), env=ENV,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for_parts(out, process, 2)
+    tree = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM and stderr.strip().endswith("terminated (SIGTERM)")
+    assert not os.path.exists(out) and len(part_files(out)) >= 2  # what a rerun starts from
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    assert not alive  # no worker left behind
+
+
+@pytest.mark.slow
 def test_a_killed_worker_does_not_fail_the_run(scene, tmp_path):
     out = str(tmp_path / "hr.tif")
     process = subprocess.Popen(sr_command(scene, out, "--workers", "2", "--part_size", "128"), env=ENV,
