@@ -120,8 +120,38 @@ def prepare_parts(folder: str, wanted: dict) -> None:
 _WORKER_MODELS: dict = {}  # per worker process: (savedmodel, pad, precision) -> Signature
 
 
+def gpu_slot(worker_name: object, gpus: int) -> int | None:
+    """The GPU a worker of a local cluster takes: its number (LocalCluster names them 0, 1, ...) modulo the
+    GPUs, so that N workers on N GPUs take one each; None without GPUs or for another worker name.
+
+    Args:
+        worker_name: the Dask worker's name.
+        gpus: the GPUs the worker sees.
+    """
+    if gpus == 0 or not str(worker_name).isdigit():
+        return None
+    return int(worker_name) % gpus
+
+
+def _setup_worker(threads: int | None, one_gpu_each: bool) -> None:
+    """Before a worker's first model: its TensorFlow threads, and on a local cluster with GPUs, the one GPU
+    it uses (gpu_slot)."""
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    gpus = tf.config.list_physical_devices("GPU")
+    if one_gpu_each and gpus:
+        from distributed import get_worker
+
+        slot = gpu_slot(get_worker().name, len(gpus))
+        if slot is not None:
+            tf.config.set_visible_devices(gpus[slot], "GPU")
+
+
 def compute_part(settings: InferenceSettings, area: Tile, path: str, precision: str,
-                 threads: int | None) -> tuple[int, bool]:
+                 threads: int | None, one_gpu_each: bool = False) -> tuple[int, bool]:
     """The Dask task: write one part (tiler.write_part) with the model this worker process keeps loaded.
 
     Args:
@@ -130,22 +160,20 @@ def compute_part(settings: InferenceSettings, area: Tile, path: str, precision: 
         path: its file.
         precision: "float32" or "bfloat16".
         threads: TensorFlow's threads in this worker (None: its default, every core).
+        one_gpu_each: a local cluster's workers each take one GPU (gpu_slot).
 
     Returns:
         the HR pixels written, and whether invalid input pixels could not be marked as nodata.
     """
     with native_start_up(settings.quiet):  # once per worker: TensorFlow's start-up lines, filtered
-        import tensorflow as tf
-
         import tiler
     from precision import enable_bfloat16
     from sr_model import Signature, inspect_savedmodel
 
     key = (settings.savedmodel, settings.pad, precision)
     if key not in _WORKER_MODELS:
-        if not _WORKER_MODELS and threads:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        if not _WORKER_MODELS:
+            _setup_worker(threads, one_gpu_each)
         if precision == "bfloat16":
             enable_bfloat16()
         _WORKER_MODELS[key] = Signature(inspect_savedmodel(settings.savedmodel), settings.pad)
@@ -253,6 +281,7 @@ def _compute(client: _Client, settings: InferenceSettings, grid: TileGrid, todo:
     from distributed.scheduler import KilledWorker
 
     futures = {client.client.submit(compute_part, settings, area, path, options.precision, client.threads,
+                                    client.cluster is not None,
                                     key=f"sr4rs-{os.getpid()}-{os.path.basename(path)}",
                                     pure=False): (area, path)
                for area, path in todo}

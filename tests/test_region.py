@@ -174,6 +174,12 @@ def test_a_running_scheduler_and_its_workers(scene, tmp_path):
             server.wait(30)
 
 
+def test_each_local_worker_takes_one_gpu():
+    assert [region.gpu_slot(name, 4) for name in (0, 1, 2, 3, 4, "5")] == [0, 1, 2, 3, 0, 1]
+    assert region.gpu_slot(0, 0) is None  # no GPU: TensorFlow's CPU
+    assert region.gpu_slot("tcp://10.0.0.2:40000", 2) is None  # a cluster's worker: its own devices
+
+
 def test_parts_of_a_run_with_other_settings_are_removed(tmp_path, caplog):
     for name in ("part_0000000_0000000.tif", "part_0000000_0000512.tif"):
         (tmp_path / name).write_text("x")
