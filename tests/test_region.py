@@ -71,6 +71,12 @@ def part_files(output: str) -> list[str]:
     return glob.glob(os.path.join(region.parts_folder(output), "part_*.tif"))
 
 
+def start_with_two_workers(scene: dict[str, str], output: str) -> subprocess.Popen:
+    """sr.py --workers 2 in parts of one tile (30 parts), started and left running; its output read."""
+    return subprocess.Popen(sr_command(scene, output, "--workers", "2", "--part_size", "128"), env=ENV,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def wait_for_parts(output: str, process: subprocess.Popen, count: int, timeout: float = 300) -> None:
     end = time.monotonic() + timeout
     while len(part_files(output)) < count:
@@ -121,8 +127,7 @@ def test_a_rerun_after_a_kill_computes_only_the_missing_parts(scene, tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_the_cluster_and_keeps_the_finished_parts(scene, tmp_path):
     out = str(tmp_path / "hr.tif")
-    process = subprocess.Popen(sr_command(scene, out, "--workers", "2", "--part_size", "128"), env=ENV,
-                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = start_with_two_workers(scene, out)
     wait_for_parts(out, process, 2)
     tree = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGTERM)
@@ -136,8 +141,7 @@ def test_sigterm_stops_the_cluster_and_keeps_the_finished_parts(scene, tmp_path)
 @pytest.mark.slow
 def test_a_killed_worker_does_not_fail_the_run(scene, tmp_path):
     out = str(tmp_path / "hr.tif")
-    process = subprocess.Popen(sr_command(scene, out, "--workers", "2", "--part_size", "128"), env=ENV,
-                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = start_with_two_workers(scene, out)
     wait_for_parts(out, process, 2)
     workers = [p for p in psutil.Process(process.pid).children(recursive=True)
                if any("spawn_main" in part for part in p.cmdline())]
