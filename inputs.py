@@ -35,7 +35,7 @@ def expand_inputs(names: Sequence[str]) -> list[str]:
     """
     inputs: list[str] = []
     for name in names:
-        if any(c in name for c in GLOB_CHARACTERS) and not os.path.exists(name):
+        if is_plain_path(name) and any(c in name for c in GLOB_CHARACTERS) and not os.path.exists(name):
             matches = sorted(glob.glob(name))
             if not matches:
                 raise SR4RSError(f"{name}: no file matches this pattern")
@@ -65,6 +65,10 @@ def check_same_grid(paths: Sequence[str], sources: Sequence[str]) -> None:
             raise SR4RSError(f"{source}: no georeferencing: several inputs are placed by their coordinates")
         if gt[2] or gt[4]:
             raise SR4RSError(f"{source}: rotated (not north-up): cannot be mosaicked with other inputs")
+        types = {gdal.GetDataTypeName(d.GetRasterBand(1).DataType) for d in (ds, first)}
+        if len(types) > 1:
+            raise SR4RSError(f"{source}: data type {' vs '.join(sorted(types))} of {sources[0]}: give inputs "
+                             "of one data type (gdal_translate -ot)")
         if ds.RasterCount != first.RasterCount:
             raise SR4RSError(f"{source}: {ds.RasterCount} band(s), but {sources[0]} has {first.RasterCount}")
         if srs0 is None or not srs.IsSame(srs0):

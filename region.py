@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import time
+import uuid
 
 import tqdm
 from osgeo import gdal
@@ -221,6 +222,11 @@ def connect(options: ClusterOptions, quiet: bool) -> _Client:
     return _Client(Client(cluster), cluster, max(1, cores // options.workers))
 
 
+def remove_parts(output: str) -> None:
+    """Remove the parts folder of a finished output."""
+    shutil.rmtree(parts_folder(output), ignore_errors=True)
+
+
 def dashboard(client: _Client) -> str:
     """Where Dask's dashboard is (a local cluster serves it only when bokeh is installed)."""
     if client.cluster is not None and importlib.util.find_spec("bokeh") is None:
@@ -280,9 +286,10 @@ def _compute(client: _Client, settings: InferenceSettings, grid: TileGrid, todo:
     from distributed.client import FutureCancelledError
     from distributed.scheduler import KilledWorker
 
+    run_id = uuid.uuid4().hex  # tasks of two runs on one scheduler never share a key
     futures = {client.client.submit(compute_part, settings, area, path, options.precision, client.threads,
                                     client.cluster is not None,
-                                    key=f"sr4rs-{os.getpid()}-{os.path.basename(path)}",
+                                    key=f"sr4rs-{run_id}-{os.path.basename(path)}",
                                     pure=False): (area, path)
                for area, path in todo}
     start, pixels, unmarked = time.perf_counter(), 0, False
@@ -344,7 +351,8 @@ def run(settings: InferenceSettings, options: ClusterOptions, target: str | None
         shutil.rmtree(os.path.join(folder, INPUTS_FOLDER), ignore_errors=True)
     else:
         assemble(parts, src, settings, target or settings.output, settings.quiet)
-        shutil.rmtree(folder, ignore_errors=True)
+        if target is None:  # a COG's caller removes the parts once the COG exists (remove_parts)
+            remove_parts(settings.output)
     seconds = time.perf_counter() - start
     logger.info("%s written (%.1f HR Mpx computed, %.2f HR Mpx/s)", settings.output, computed / 1e6,
                 computed / 1e6 / seconds if seconds else math.inf)

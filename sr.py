@@ -367,6 +367,8 @@ def super_resolve(args: argparse.Namespace, output: str, user_options: dict[str,
             run(dataclasses.replace(settings, output=tiled))
         else:  # the parts folder and the messages name the output; the parts are assembled into `tiled`
             run(settings, target=tiled)
+    if cluster is not None:
+        region_module.remove_parts(settings.output)  # only now that the COG exists
     return 0
 
 

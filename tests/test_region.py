@@ -218,10 +218,12 @@ def test_several_inputs_are_mosaicked(scene, tmp_path):
     ({"origin": (ORIGIN[0] + 1010 + 3, ORIGIN[1])}, "not on the pixel grid"),
     ({"pixel_size": 20.0}, "pixels of 20 x 20"),
     ({"bands": 2}, "2 band(s), but"),
+    ({"dtype": np.float32}, "data type Float32 vs UInt16"),
 ])
 def test_inputs_that_cannot_be_mosaicked_are_refused(tmp_path, change, message):
     first = write_raster(str(tmp_path / "a.tif"), np.ones((10, 10, 3), np.uint16), origin=ORIGIN)
-    second = write_raster(str(tmp_path / "b.tif"), np.ones((10, 10, change.get("bands", 3)), np.uint16),
+    second = write_raster(str(tmp_path / "b.tif"), np.ones((10, 10, change.get("bands", 3)),
+                                                           change.get("dtype", np.uint16)),
                           origin=change.get("origin", (ORIGIN[0] + 100, ORIGIN[1])),
                           pixel_size=change.get("pixel_size", 10.0), epsg=change.get("epsg", 32631))
     with pytest.raises(sr.SR4RSError, match=re.escape(message)) as err:
