@@ -1,6 +1,6 @@
 """sr.py against this machine's limits, default network (depth 64, 16 residual blocks), in one run:
 
-    .venv/bin/python bench/bench_roofline.py [--original ../shared/sr4rs-original/code] [--write]
+    .venv/bin/python bench/bench_roofline.py [--original /path/to/sr4rs/code] [--write]
 
 1. The network's cost, counted on its graph: FLOP per HR pixel, by kernel size, and the margins' overhead
    of `--ts 512 --pad 64` ((ts + 2 pad)^2 / ts^2).
@@ -204,8 +204,8 @@ def write_lr(path: str, side: int) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--original", help="the original SR4RS code folder (its network.py), e.g. "
-                                      "../shared/sr4rs-original/code; without it that row is not measured")
+    p.add_argument("--original", help="the original SR4RS code folder (its network.py: a clone of "
+                                      "remicres/sr4rs's code/); without it that row is not measured")
     p.add_argument("--gpu_price", type=float, default=2.0,
                    help="price of one GPU-hour for the France estimate (default 2.0)")
     p.add_argument("--write", action="store_true", help="write BENCHMARKS.md's roofline section")
@@ -305,7 +305,7 @@ the machine otherwise idle (load average {load[0]:.1f} at the start, {load[1]:.1
 
 {france(total, f32, bf16, args.gpu_price)}
 
-Re-run: `.venv/bin/python bench/bench_roofline.py --original ../shared/sr4rs-original/code --write`.
+Re-run: `.venv/bin/python bench/bench_roofline.py --original /path/to/sr4rs/code --write`.
 """
     print(text)
     if args.write:
