@@ -82,9 +82,9 @@ def part_name(area: Tile) -> str:
     return f"part_{area.y:07d}_{area.x:07d}.tif"
 
 
-def manifest(settings: InferenceSettings, options: ClusterOptions) -> dict:
-    """What the parts depend on: a rerun with the same manifest reuses the finished parts."""
-    src = open_raster(settings.input)
+def manifest(settings: InferenceSettings, options: ClusterOptions, src: gdal.Dataset) -> dict:
+    """What the parts depend on: a rerun with the same manifest reuses the finished parts (`src`: the
+    opened input)."""
     model = os.path.join(settings.savedmodel, "saved_model.pb")
     stat = os.stat(model)
     return {"input": settings.input, "input_size": [src.RasterXSize, src.RasterYSize, src.RasterCount],
@@ -325,7 +325,7 @@ def run(settings: InferenceSettings, options: ClusterOptions, target: str | None
     grid = TileGrid(src.RasterXSize, src.RasterYSize, settings.ts, settings.pad)
     folder = parts_folder(settings.output)
     os.makedirs(folder, exist_ok=True)
-    prepare_parts(folder, manifest(settings, options))
+    prepare_parts(folder, manifest(settings, options, src))
     parts = [(area, os.path.join(folder, part_name(area))) for area in grid.parts(options.part_size)]
     todo = [(area, path) for area, path in parts if not os.path.exists(path)]
     logger.info("%s x %s HR pixels in %s part(s) of up to %s x %s HR pixels, %s to compute (in %s)",
@@ -336,8 +336,9 @@ def run(settings: InferenceSettings, options: ClusterOptions, target: str | None
         try:
             logger.info("Dask cluster: %s worker(s); %s", len(client.client.scheduler_info()["workers"]),
                         dashboard(client))
-            progress = tqdm.tqdm(total=len(grid.tiles()), initial=len(grid.tiles()) - sum(
-                len(grid.tiles(area)) for area, _ in todo), unit="tile", disable=settings.quiet, leave=False)
+            total = len(grid.tiles())
+            done = total - sum(len(grid.tiles(area)) for area, _ in todo)
+            progress = tqdm.tqdm(total=total, initial=done, unit="tile", disable=settings.quiet, leave=False)
             try:
                 if _compute(client, settings, grid, todo, options, progress):
                     logger.warning(UNMARKED_INVALID)
